@@ -1,0 +1,5 @@
+import sys
+
+from kitebox.cli import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""The `kitebox` command: parse arguments, run one command, turn a KiteboxError into one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+
+from kitebox import __version__
+from kitebox.errors import EXIT_ERROR, KiteboxError
+from kitebox.settings import Settings, aws_environment, job_variables
+
+
+def _load_settings() -> tuple[Settings, dict[str, str]]:
+    """Settings from the agent's environment; strip job-set AWS_* from our own process first."""
+    job_vars = job_variables(os.environ)
+    settings = Settings.from_environ(os.environ, frozenset(job_vars))
+    clean = aws_environment(os.environ, job_vars)
+    for name in list(os.environ):
+        if name.startswith("AWS_") and name not in clean:
+            del os.environ[name]
+    os.environ.update({k: v for k, v in clean.items() if k.startswith("AWS_")})
+    return settings, job_vars
+
+
+def _aws(settings: Settings):
+    from kitebox.adapters.aws import SecretsManagerResolver, SsmStore
+
+    store = SsmStore.create(settings.ssm_max_attempts, settings.ssm_timeout_seconds)
+    return store, lambda: SecretsManagerResolver.create(settings.ssm_max_attempts, settings.ssm_timeout_seconds)
+
+
+def cmd_slug(args: argparse.Namespace) -> int:
+    from kitebox.core.slug import repo_slug
+
+    print(repo_slug(args.url))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from kitebox.core import explain
+    from kitebox.core.identity import JobIdentity
+    from kitebox.evaluate import evaluate
+
+    settings, _ = _load_settings()
+    store, _resolver = _aws(settings)
+    decision = evaluate(JobIdentity.from_environ(os.environ), settings, store)
+    if args.json:
+        print(json.dumps(explain.as_json(decision), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(explain.as_text(decision))
+    return 0 if decision.allowed else 1
+
+
+def cmd_hook(args: argparse.Namespace) -> int:
+    from kitebox import hook
+
+    if args.phase == "environment":
+        settings, _ = _load_settings()
+        store, make_resolver = _aws(settings)
+        sys.stdout.write(hook.environment(os.environ, settings, store, make_resolver))
+    elif args.phase == "pre-checkout":
+        sys.stdout.write(hook.pre_checkout(os.environ))
+    elif args.phase == "post-checkout":
+        settings, _ = _load_settings()
+        sys.stdout.write(hook.post_checkout(os.environ, settings))
+    else:
+        sys.stdout.write(hook.pre_exit(os.environ))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kitebox", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kitebox {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    slug = commands.add_parser("slug", help="print the repo slug of a repository URL")
+    slug.add_argument("url")
+    slug.set_defaults(run=cmd_slug)
+
+    explain = commands.add_parser("explain", help="what would happen to the job in this environment")
+    explain.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    explain.set_defaults(run=cmd_explain)
+
+    hook = commands.add_parser("hook", help="agent hook mode: print shell for the hook to eval")
+    hook.add_argument("phase", choices=["environment", "pre-checkout", "post-checkout", "pre-exit"])
+    hook.set_defaults(run=cmd_hook)
+
+    for register in _extra_commands():
+        register(commands)
+    return parser
+
+
+def _extra_commands():
+    """Commands that live in their own modules register themselves here."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KiteboxError as error:
+        print(f"kitebox: {error}", file=sys.stderr)
+        if os.environ.get("KITEBOX_DEBUG"):
+            traceback.print_exc()
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a bug: still one line first, the traceback only on request
+        print(f"kitebox: internal error: {type(error).__name__} (set KITEBOX_DEBUG=1 for details)", file=sys.stderr)
+        if os.environ.get("KITEBOX_DEBUG"):
+            traceback.print_exc()
+        return EXIT_ERROR

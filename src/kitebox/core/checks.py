@@ -1,0 +1,25 @@
+"""The outcome of one rule, as `explain`, the audit line and a refusal show it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule applied at one SSM node (or to one job variable). Never holds a secret value."""
+
+    node: str  # the SSM parameter the rule lives in, or the job variable it read
+    rule: str  # e.g. "allowed_pipelines", "allowed_teams", "repository", "env-name"
+    passed: bool
+    message: str
+
+    def line(self) -> str:
+        """The one-line refusal a pipeline author reads in the job log."""
+        return f"kitebox refused this job: {self.message} [rule {self.rule} at {self.node}]"
+
+
+def list_entries(value: str, parameter_type: str = "String") -> tuple[str, ...]:
+    """Entries of a list node: one per line (the seed), or comma-separated for a StringList."""
+    text = value.replace(",", "\n") if parameter_type == "StringList" else value
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
