@@ -71,6 +71,12 @@ def cmd_hook(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kitebox.demo.run import main as demo_main
+
+    return demo_main()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kitebox", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kitebox {__version__}")
@@ -87,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     hook = commands.add_parser("hook", help="agent hook mode: print shell for the hook to eval")
     hook.add_argument("phase", choices=["environment", "pre-checkout", "post-checkout", "pre-exit"])
     hook.set_defaults(run=cmd_hook)
+
+    demo = commands.add_parser("demo", help="run a sample job on a local moto-backed AWS")
+    demo.set_defaults(run=cmd_demo)
 
     for register in _extra_commands():
         register(commands)
