@@ -37,7 +37,7 @@ class SecretResolver(Protocol):
 
 def client_config(max_attempts: int, timeout: float) -> botocore.config.Config:
     return botocore.config.Config(
-        retries={"max_attempts": max_attempts, "mode": "standard"},
+        retries={"total_max_attempts": max_attempts, "mode": "standard"},  # attempts, not retries
         connect_timeout=timeout,
         read_timeout=timeout,
         max_pool_connections=10,
