@@ -20,8 +20,9 @@ from kitebox.core.names import DEFAULT_BASE_PATH, check_base_path
 from kitebox.errors import BadInputError, ConfigError
 
 SETTING_PREFIX = "KITEBOX_"
-# The one KITEBOX_ variable that belongs to the author: the role a step asks for.
-AUTHOR_VARIABLES = frozenset({"KITEBOX_ROLE"})
+# The KITEBOX_ variables that belong to the author: the role a step asks for, and the job image
+# it asks for (box mode; obeyed only when the operator's KITEBOX_ALLOWED_IMAGES lists it).
+AUTHOR_VARIABLES = frozenset({"KITEBOX_ROLE", "KITEBOX_JOB_IMAGE"})
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,18 @@ class Settings:
                 audit=get("KITEBOX_AUDIT", "stderr"),
                 keep_repo_key_after_checkout=_flag(get("KITEBOX_KEEP_REPO_KEY", "false")),
                 secrets_manager_prefix=get("KITEBOX_SECRETS_MANAGER_PREFIX", "buildkite/"),
-                ssm_max_attempts=int(get("KITEBOX_SSM_MAX_ATTEMPTS", "3")),
-                ssm_timeout_seconds=float(get("KITEBOX_SSM_TIMEOUT", "5")),
+                ssm_max_attempts=_bounded(int(get("KITEBOX_SSM_MAX_ATTEMPTS", "3")), 1, 10, "KITEBOX_SSM_MAX_ATTEMPTS"),
+                ssm_timeout_seconds=_bounded(float(get("KITEBOX_SSM_TIMEOUT", "5")), 0.1, 60, "KITEBOX_SSM_TIMEOUT"),
             )
         except (ValueError, BadInputError) as error:
             raise ConfigError(f"bad kitebox setting: {error}") from None
+
+
+def _bounded(value, low, high, name):
+    # NaN fails both comparisons, so it is refused too.
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}")
+    return value
 
 
 def _flag(value: str) -> bool:
@@ -86,7 +94,10 @@ def aws_environment(environ: Mapping[str, str], job_vars: Mapping[str, str]) -> 
     `KITEBOX_AWS_REGION` (operator) wins, so a job that sets AWS_REGION for itself does not leave
     kitebox without a region.
     """
-    clean = {k: v for k, v in environ.items() if not (k.startswith("AWS_") and k in job_vars)}
+    # HOME too: botocore reads ~/.aws/config (credential_process!) from the job's chosen HOME.
+    clean = {
+        k: v for k, v in environ.items() if not ((k.startswith("AWS_") or k == "HOME") and k in job_vars)
+    }
     if environ.get("KITEBOX_AWS_REGION"):
         clean["AWS_REGION"] = clean["AWS_DEFAULT_REGION"] = environ["KITEBOX_AWS_REGION"]
     return clean

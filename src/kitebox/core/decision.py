@@ -110,7 +110,10 @@ def check_value(name: str, parameter: str, value: str) -> Check | None:
     """Refuse a value that cannot be an environment variable; the message never shows it."""
     if "\x00" in value:
         return Check(parameter, "env-value", False, f"{name} holds a NUL byte: binary values cannot be variables")
-    size = len(value.encode("utf-8", "surrogateescape"))
+    try:
+        size = len(value.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return Check(parameter, "env-value", False, f"{name} is not valid UTF-8 text")
     if size > MAX_VALUE_BYTES:
         return Check(parameter, "env-value", False, f"{name} is {size} bytes, over the {MAX_VALUE_BYTES}-byte limit")
     return None

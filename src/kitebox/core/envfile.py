@@ -24,7 +24,7 @@ def unquote_go(body: str) -> str:
     while i < len(body):
         char = body[i]
         if char != "\\":
-            out += char.encode("utf-8")
+            out += char.encode("utf-8", "surrogateescape")
             i += 1
             continue
         kind = body[i + 1] if i + 1 < len(body) else ""
@@ -37,6 +37,8 @@ def unquote_go(body: str) -> str:
             if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
                 raise BadInputError("env file: a \\x, \\u or \\U escape has bad hex digits")
             number = int(digits, 16)
+            if number > 0x10FFFF:
+                raise BadInputError("env file: a \\U escape is beyond the last Unicode code point")
             # \xHH is one raw byte (it may be half of a UTF-8 sequence); \u and \U are code points.
             out += bytes([number]) if kind == "x" else chr(number).encode("utf-8", "surrogatepass")
             i += 2 + width

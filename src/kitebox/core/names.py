@@ -34,12 +34,15 @@ RESERVED_VARIABLES = frozenset(
     {
         "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
         "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "SSH_AUTH_SOCK", "SSH_AGENT_PID",
-        "GIT_SSH", "GIT_SSH_COMMAND", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "GIT_SSH", "GIT_SSH_COMMAND", "GIT_CONFIG_COUNT", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM", "GIT_PROXY_COMMAND", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_EXEC_PATH",
+        "GIT_TEMPLATE_DIR", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN",
         "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_EC2_METADATA_SERVICE_ENDPOINT",
     }
 )
-RESERVED_PREFIXES = ("BUILDKITE_", "KITEBOX_")
+# GIT_CONFIG_KEY_<n>/VALUE_<n> can set core.sshCommand: a command run at checkout.
+RESERVED_PREFIXES = ("BUILDKITE_", "KITEBOX_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")
 
 
 class Kind(Enum):
@@ -84,7 +87,7 @@ _FIXED = {
 def check_base_path(base: str) -> str:
     """The operator's base path, without a trailing slash; refuse anything SSM would not take."""
     trimmed = base.rstrip("/")
-    if not _BASE_PATH.match(trimmed) or "/../" in trimmed + "/" or "/./" in trimmed + "/":
+    if not _BASE_PATH.fullmatch(trimmed) or "/../" in trimmed + "/" or "/./" in trimmed + "/":
         raise BadInputError(f"KITEBOX_BASE_PATH {base!r} is not an SSM path like /vendors/buildkite")
     return trimmed
 
@@ -95,7 +98,7 @@ def check_pipeline_slug(slug: str) -> str:
         raise BadInputError(
             f"pipeline slug {slug!r} collides with the reserved namespace {slug!r}; rename the pipeline"
         )
-    if not _PIPELINE_SLUG.match(slug):
+    if not _PIPELINE_SLUG.fullmatch(slug):
         raise BadInputError(
             "BUILDKITE_PIPELINE_SLUG is not a pipeline slug (lower-case letters, digits, '-', '_')"
         )
@@ -130,7 +133,7 @@ def env_var_name(relative: str) -> str:
     name = raw.upper().replace("-", "_")
     if "/" in raw:
         raise BadInputError(f"{name!r} has a '/': nested env parameters are not variables")
-    if not _SHELL_NAME.match(name):
+    if not _SHELL_NAME.fullmatch(name):
         raise BadInputError(f"{name!r} is not a shell variable name (letters, digits, '_', '-')")
     if name in RESERVED_VARIABLES or name.startswith(RESERVED_PREFIXES):
         raise BadInputError(f"{name!r} is reserved for the agent, kitebox or the shell")

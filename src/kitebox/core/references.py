@@ -43,6 +43,10 @@ def parse_reference(value: str) -> SecretsManagerRef | None:
     if not match:
         return None
     fields = match["body"].split(":")
+    if fields[0] == "arn" and (
+        len(fields) < _ARN_FIELDS or fields[2] != "secretsmanager" or fields[5] != "secret" or not fields[6]
+    ):
+        raise ValueError("a Secrets Manager ARN must be arn:<partition>:secretsmanager:<region>:<account>:secret:<name>")
     id_fields = _ARN_FIELDS if fields[0] == "arn" else 1
     secret_id, rest = ":".join(fields[:id_fields]), fields[id_fields:]
     if not secret_id or (rest and (len(rest) != 2 or rest[0] != "SecretString" or not rest[1])):

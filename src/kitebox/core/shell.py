@@ -19,5 +19,4 @@ def unsets(names: Iterable[str]) -> str:
 def append_redacted(current: str, names: Iterable[str]) -> str:
     """BUILDKITE_REDACTED_VARS with `names` added once each (comma-separated, as the agent reads it)."""
     existing = [n.strip() for n in current.split(",") if n.strip()]
-    merged = existing + [n for n in names if n not in existing]
-    return ",".join(merged)
+    return ",".join(dict.fromkeys(existing + [n.strip() for n in names]))

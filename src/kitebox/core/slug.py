@@ -63,7 +63,7 @@ def parse_repo(url: str) -> RepoLocation:
     host = host.lower()
     if host.startswith("["):
         raise _refuse("IPv6 literal hosts are not supported")
-    if not _HOST.match(host) or ".." in host:
+    if not _HOST.fullmatch(host) or ".." in host:
         raise _refuse("the host name is not a valid DNS name or address")
     return RepoLocation(scheme=scheme, host=host, port=port, segments=_segments(path))
 
@@ -72,7 +72,8 @@ def _split_port(authority: str) -> tuple[str, int | None]:
     host, sep, port = authority.rpartition(":")
     if not sep:
         return authority, None
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits only: str.isdigit() also takes '²' and '٢', and a huge number breaks int().
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
         raise _refuse("the port is not a number from 1 to 65535")
     return host, int(port)
 
@@ -83,9 +84,9 @@ def _segments(path: str) -> tuple[str, ...]:
         raise _refuse("the repository path is empty")
     segments = tuple(trimmed.split("/"))
     for segment in segments:
-        if segment in ("", ".", ".."):
-            raise _refuse("the path has an empty, '.' or '..' part")
-        if not _SEGMENT.match(segment):
+        if segment in ("", ".") or ".." in segment:
+            raise _refuse("the path has an empty or '.' part, or '..'")
+        if not _SEGMENT.fullmatch(segment):
             raise _refuse("the path may only hold letters, digits and . _ ~ -")
     return segments
 
