@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands that live in their own modules; each module has `register(commands)` adding its
 # subparsers. One line per module, so several can be added without touching each other.
 COMMAND_MODULES: tuple[str, ...] = (
+    "kitebox.box.command",
 )
 
 
