@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 # subparsers. One line per module, so several can be added without touching each other.
 COMMAND_MODULES: tuple[str, ...] = (
     "kitebox.box.command",
+    "kitebox.proxy.command",
 )
 
 
