@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from kitebox.core.secret import Secret
 from kitebox.errors import SshAgentError
 
 MARKER = ".kitebox-agents"
+STOP_GRACE_SECONDS = 2.0
 _PID = re.compile(r"SSH_AGENT_PID=(\d+);")
 
 
@@ -116,20 +118,33 @@ def stop_agents(directory: Path) -> int:
     """
     if not is_agent_dir(directory):
         return 0
-    killed = 0
+    ours = []
     for pidfile in directory.glob("*.pid"):
         try:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             continue
         if _is_our_agent(pid, directory):
-            try:
-                os.kill(pid, signal.SIGTERM)
-                killed += 1
-            except ProcessLookupError:
-                pass
+            ours.append(pid)
+    for pid in ours:
+        _signal(pid, signal.SIGTERM)
+    # Wait for them to go (they are not our children, so poll), then SIGKILL what is left:
+    # "stopped" must mean gone, for the caller and for a test that checks at once.
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while any(_is_our_agent(pid, directory) for pid in ours) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for pid in ours:
+        if _is_our_agent(pid, directory):
+            _signal(pid, signal.SIGKILL)
     shutil.rmtree(directory, ignore_errors=True)
-    return killed
+    return len(ours)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def is_agent_dir(directory: Path) -> bool:

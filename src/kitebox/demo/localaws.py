@@ -6,6 +6,7 @@ subprocess (a hook, the CLI, a container) can use the same fake AWS. Nothing her
 real AWS: the server binds 127.0.0.1 and every environment it hands out carries fake credentials.
 """
 
+
 from __future__ import annotations
 
 import http.client
@@ -77,6 +78,8 @@ class MotoServer:
         """Start the server and wait until it answers HTTP; retries on a lost port race."""
         if self.is_running():
             return self
+        if self._logdir is not None:  # restarted after kill()
+            self._logdir.cleanup()
         self._logdir = tempfile.TemporaryDirectory(prefix="kitebox-moto-")
         self.log_path = Path(self._logdir.name) / "moto_server.log"
         attempts = 1 if self._requested_port else 3
