@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMAND_MODULES: tuple[str, ...] = (
     "kitebox.box.command",
     "kitebox.proxy.command",
+    "kitebox.ops.agent_token",
 )
 
 
