@@ -109,6 +109,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kitebox.box.command",
     "kitebox.proxy.command",
     "kitebox.ops.agent_token",
+    "kitebox.ops.keys",
 )
 
 
