@@ -110,6 +110,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kitebox.proxy.command",
     "kitebox.ops.agent_token",
     "kitebox.ops.keys",
+    "kitebox.ops.secrets",
 )
 
 
