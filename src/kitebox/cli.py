@@ -111,6 +111,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kitebox.ops.agent_token",
     "kitebox.ops.keys",
     "kitebox.ops.secrets",
+    "kitebox.ops.acl",
 )
 
 
