@@ -112,6 +112,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kitebox.ops.keys",
     "kitebox.ops.secrets",
     "kitebox.ops.acl",
+    "kitebox.ops.iam",
 )
 
 
