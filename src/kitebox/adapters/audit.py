@@ -1,4 +1,5 @@
-"""Where audit lines go: a JSON-lines file (appended atomically per line), stderr, or nowhere."""
+"""Where audit lines go: a JSON-lines file (appended atomically per line), stderr, journald,
+CloudWatch Logs (`cloudwatch:<log-group>`, adapters/cloudwatch.py), or nowhere."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ def write_audit(record: dict, sink: str) -> None:
     if sink == "stderr":
         sys.stderr.write("kitebox-audit " + line)
         sys.stderr.flush()
+        return
+    if sink == "journald":
+        from kitebox.adapters.journald import send
+
+        send(line)
+        return
+    if sink.startswith("cloudwatch:") and len(sink) > len("cloudwatch:"):
+        from kitebox.adapters.cloudwatch import sink_for
+
+        sink_for(sink[len("cloudwatch:"):]).add(line)
         return
     try:
         # O_APPEND with one write() keeps concurrent jobs' lines whole; 0600: the audit log names people.
