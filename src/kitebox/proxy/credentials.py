@@ -178,6 +178,9 @@ class CredentialCache:
         """Wait up to `seconds` for the job's credentials: True, or why there are none."""
         deadline = time.monotonic() + seconds
         while True:
+            found = self.peek(job)
+            if found is not None:
+                return True if isinstance(found, Credentials) else found.reason
             event = self._start(job, wait=True)
             found = self.peek(job)
             if found is not None:
@@ -197,6 +200,8 @@ class CredentialCache:
             entry = self._entries.setdefault(key, _Entry(job))
             if entry.fetching is not None:
                 return entry.fetching  # collapse: everyone waits on the one call
+            if entry.creds and entry.creds.expiration - self._clock() > REFRESH_WHEN_LEFT:
+                return None  # fresh, not yet due for renewal
             if entry.error and self._clock() - entry.failed_at < RETRY_AFTER_FAILURE and not entry.creds:
                 return None  # STS just failed: answer the error instead of hammering it
             entry.fetching = threading.Event()

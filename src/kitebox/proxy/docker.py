@@ -7,6 +7,7 @@ the job network at the given address, and carries the labels box mode set at cre
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -73,9 +74,11 @@ class Docker:
             raise DockerError(f"docker network {name!r}: {error}") from None
         config = (found.get("IPAM", {}).get("Config") or [{}])[0]
         bridge = (found.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{found['Id'][:12]}"
-        if not config.get("Subnet") or not config.get("Gateway"):
-            raise DockerError(f"docker network {name!r} has no IPv4 subnet and gateway")
-        return bridge, config["Subnet"], config["Gateway"]
+        if not config.get("Subnet"):
+            raise DockerError(f"docker network {name!r} has no IPv4 subnet")
+        # With --subnet and no --gateway, Docker takes the first host address and does not say so.
+        gateway = config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+        return bridge, config["Subnet"], gateway
 
     def events(self, stop: threading.Event) -> Iterator[dict]:
         """Container and network events, until `stop` is set (the stream is closed then)."""
