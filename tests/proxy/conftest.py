@@ -149,7 +149,7 @@ class Running:
         return self.proxy.config.socket_path
 
     def start_job(self, job_id: str, role: str | None, *, register=True, refusal=None, labels_token=None,
-                  ip: str | None = None, session=None) -> "JobContainer":
+                  ip: str | None = None, session=None, command: list[str] | None = None) -> "JobContainer":
         """Start a job container as box mode would: labels, token file, env; then register it."""
         assert rules.installed(self.proxy.redirect), "redirect rules must exist before any job container starts"
         token = client.new_token()
@@ -165,7 +165,7 @@ class Running:
         for key, value in client.container_env(TOKEN_IN_CONTAINER).items():
             argv += ["-e", f"{key}={value}"]
         argv += ["-e", "AWS_CONFIG_FILE=/dev/null", "-e", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
-                 "-v", f"{token_file}:{TOKEN_IN_CONTAINER}:ro", self.image, "sleep", "600"]
+                 "-v", f"{token_file}:{TOKEN_IN_CONTAINER}:ro", self.image, *(command or ["sleep", "600"])]
         container = docker(*argv)
         self.containers.append(container)
         address = docker("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{self.network}").IPAddress}}}}', container)
