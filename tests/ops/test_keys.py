@@ -125,3 +125,15 @@ class TestRotateAndShow:
         public.write_text(run.out.splitlines()[0] + "\n")
         listed = subprocess.run(["ssh-keygen", "-l", "-f", str(public)], capture_output=True, text=True, check=True)
         assert listed.stdout.split()[1] in run.out
+
+
+def test_without_cryptography(aws, cli, monkeypatch):
+    """Where cryptography is missing (an offline-built proxy image) keys fails in one line and the
+    rest of kitebox still loads."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives", None)
+    monkeypatch.delitem(sys.modules, "kitebox.keys", raising=False)
+    run = cli("keys", "create", "--global")
+    assert run.code == 95 and "needs the cryptography package" in run.err
+    assert aws.client("ssm").describe_parameters()["Parameters"] == []

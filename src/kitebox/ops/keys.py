@@ -9,13 +9,29 @@ from __future__ import annotations
 
 import argparse
 
+from typing import TYPE_CHECKING
+
 import botocore.exceptions
-from cryptography.hazmat.primitives import serialization
 
 from kitebox.core.secret import Secret
-from kitebox.errors import BadInputError
-from kitebox.keys import KeyPair, generate_ed25519
+from kitebox.errors import BadInputError, ConfigError
 from kitebox.ops import common
+
+if TYPE_CHECKING:
+    from kitebox.keys import KeyPair
+
+
+# cryptography is imported where a key is made or read, so that every other kitebox command
+# runs where it is not installed (the proxy's image built offline: Dockerfile).
+def _crypto():
+    """kitebox.keys (which needs cryptography), or a one-line error where it is not installed."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+
+        import kitebox.keys
+    except ImportError:
+        raise ConfigError("kitebox keys needs the cryptography package (pip install cryptography)") from None
+    return kitebox.keys, serialization
 
 
 def register(commands) -> None:
@@ -67,12 +83,13 @@ def _stored(ssm, name: str, region: str | None) -> Secret | None:
 
 def public_of(private: Secret, name: str) -> KeyPair:
     """The KeyPair (public half + fingerprint) of a stored OpenSSH private key."""
+    keys, serialization = _crypto()
     try:
         key = serialization.load_ssh_private_key(private.reveal().encode(), password=None)
     except (ValueError, TypeError, NotImplementedError):
         raise BadInputError(f"{name} does not hold an unencrypted OpenSSH private key") from None
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return KeyPair(private, public.decode())
+    return keys.KeyPair(private, public.decode())
 
 
 def _print_public(key: KeyPair, name: str) -> None:
@@ -81,6 +98,7 @@ def _print_public(key: KeyPair, name: str) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    generate_ed25519 = _crypto()[0].generate_ed25519
     target = common.node(args)
     name = target.child("ssh/key")
     ssm = common.client("ssm", args.region and common.check_region(args.region))
@@ -103,6 +121,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
+    generate_ed25519 = _crypto()[0].generate_ed25519
     target = common.node(args)
     name = target.child("ssh/key")
     ssm = common.client("ssm", args.region and common.check_region(args.region))
