@@ -21,6 +21,7 @@ Credentials are served only with more than 25 minutes left (botocore's refresh a
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -114,15 +115,7 @@ def _imds_path(
         found = _fresh(view.credentials(job), clock())
         if isinstance(found, Unavailable):
             return _text(500, f"kitebox: no credentials for role {job.role_name}: {found.reason}", "unavailable")
-        return _json(200, {
-            "Code": "Success",
-            "LastUpdated": iso(found.last_updated),
-            "Type": "AWS-HMAC",
-            "AccessKeyId": found.access_key_id,
-            "SecretAccessKey": found.secret_access_key.reveal(),
-            "Token": found.token.reveal(),
-            "Expiration": iso(found.expiration),
-        }, "credentials")
+        return _IMDS_CREDENTIALS(found)
     if path == "/latest/meta-data/iam/info":
         if job is None or job.session is None:
             return _not_found(job)
@@ -188,17 +181,28 @@ def _sign(job: Job, expires: int, key: bytes) -> str:
 
 def _token_valid(token: str, job: Job, now: float, key: bytes) -> bool:
     """Signed by this proxy, not expired, and minted for this very registration."""
+    signed = _signed_payload(token, key)
+    if signed is None:
+        return False
+    expires, binding = signed
+    return expires > now and hmac.compare_digest(binding, _binding(job))
+
+
+@functools.lru_cache(maxsize=4096)
+def _signed_payload(token: str, key: bytes) -> tuple[int, str] | None:
+    """(expiry, binding) of a token this key signed, else None. Memoised: SDKs reuse a token for
+    hours, and the HMAC and base64 work is most of a warm request's cost (benchmarks/proxy.py)."""
     try:
         prefix, rest = token.strip().split("-", 1)
         encoded_payload, encoded_mac = rest.split(".")
         payload = _unb64(encoded_payload)
         mac = _unb64(encoded_mac)
     except ValueError:
-        return False
+        return None
     if prefix != "kbx1" or not hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):
-        return False
+        return None
     expires, _, binding = payload.decode("ascii", "replace").partition(".")
-    return expires.isdigit() and int(expires) > now and hmac.compare_digest(binding, _binding(job))
+    return (int(expires), binding) if expires.isdigit() else None
 
 
 def _b64(data: bytes) -> str:
@@ -235,6 +239,25 @@ def _container_endpoint(request: Request, view: RegistryView, clock: Callable[[]
     found = _fresh(view.credentials(job), clock())
     if isinstance(found, Unavailable):
         return _error(500, "CredentialsUnavailable", found.reason)
+    return _ECS_CREDENTIALS(found)
+
+
+# The answers for one set of credentials never change: render each once (memoised; pure).
+@functools.lru_cache(maxsize=1024)
+def _IMDS_CREDENTIALS(found: Credentials) -> Response:  # noqa: N802 - reads as the constant it is
+    return _json(200, {
+        "Code": "Success",
+        "LastUpdated": iso(found.last_updated),
+        "Type": "AWS-HMAC",
+        "AccessKeyId": found.access_key_id,
+        "SecretAccessKey": found.secret_access_key.reveal(),
+        "Token": found.token.reveal(),
+        "Expiration": iso(found.expiration),
+    }, "credentials")
+
+
+@functools.lru_cache(maxsize=1024)
+def _ECS_CREDENTIALS(found: Credentials) -> Response:  # noqa: N802
     return _json(200, {
         "AccessKeyId": found.access_key_id,
         "SecretAccessKey": found.secret_access_key.reveal(),
