@@ -159,3 +159,33 @@ class TestSessionParameters:
         session = role_session(DEPLOY, JobIdentity(job_id="j-1", creator="Ada", pipeline_slug="p"))
         assert RoleSession.from_json(session.as_json()) == session
         assert session.session_name == "buildkite-job-j-1" and session.source_identity == "Ada"
+
+
+class TestExplainShowsTheRoleDecision:
+    def _decision(self):
+        from kitebox.core.decision import Decision
+
+        return Decision(JobIdentity(job_id="j", pipeline_slug="pipe-a"), (), (), roles=((DEPLOY, PIPE),))
+
+    def test_granted_role_in_text_and_json(self):
+        """explain names the granted role and the node that allows it."""
+        from kitebox.core import explain
+
+        text = explain.as_text(self._decision(), "ci-deploy")
+        assert f"✓ {DEPLOY}: role 'ci-deploy' is allowed" in text
+        role = explain.as_json(self._decision(), "ci-deploy")["role"]
+        assert role["granted"] == DEPLOY and role["node"] == PIPE and role["passed"]
+
+    def test_refused_role_shows_the_one_line(self):
+        """A refused request shows the refusal line naming the rule and the node."""
+        from kitebox.core import explain
+
+        text = explain.as_text(self._decision(), "admin")
+        assert "✗ no credentials" in text and f"[rule allowed_roles at {PIPE}]" in text
+
+    def test_no_role_requested(self):
+        """Without KITEBOX_ROLE explain says the job gets no credentials, and lists what it could take."""
+        from kitebox.core import explain
+
+        text = explain.as_text(self._decision())
+        assert "no role requested" in text and f"allowed: {DEPLOY}  from {PIPE}" in text

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from kitebox.core.decision import Decision
 from kitebox.core.references import SecretsManagerRef
+from kitebox.core.roles import ROLE_VARIABLE, choose_role
 from kitebox.core.slug import normalise_repo, repo_slug
 from kitebox.errors import BadInputError
 
 OK, NO = "✓", "✗"
 
 
-def as_json(decision: Decision) -> dict:
+def as_json(decision: Decision, requested_role: str = "") -> dict:
+    """`requested_role`: the step's KITEBOX_ROLE ("" when it sets none)."""
+    arn, role_check = choose_role(requested_role, decision.roles)
     return {
         "allowed": decision.allowed,
         "pipeline": decision.identity.pipeline_slug,
@@ -30,7 +33,9 @@ def as_json(decision: Decision) -> dict:
             for g in decision.env
         },
         "ssh": {purpose: (k.parameter if (k := decision.key(purpose)) else None) for purpose in ("repo", "global")},
-        "roles": [{"role": arn, "node": node} for arn, node in decision.roles],
+        "roles": [{"role": allowed, "node": node} for allowed, node in decision.roles],
+        "role": {"requested": requested_role.strip() or None, "granted": arn, "passed": role_check.passed,
+                 "node": role_check.node, "message": role_check.message},
         "ignored": [{"parameter": p, "why": why} for p, why in decision.ignored],
         "refusals": [{"node": c.node, "rule": c.rule, "message": c.message} for c in decision.refusals],
     }
@@ -43,7 +48,7 @@ def _where(repo: str) -> str:
         return "(not a usable repository URL)"
 
 
-def as_text(decision: Decision) -> str:
+def as_text(decision: Decision, requested_role: str = "") -> str:
     job = decision.identity
     lines = [
         f"kitebox explain: pipeline {job.pipeline_slug!r}, build {job.build_number or '?'}, "
@@ -80,9 +85,12 @@ def as_text(decision: Decision) -> str:
     for purpose, use in (("repo", "repository checkout"), ("global", "plugin checkouts")):
         key = decision.key(purpose)
         lines.append(f"  {purpose:<6} ({use}): {key.parameter if key else 'none'}")
-    if decision.roles:
-        lines += ["", "AWS roles this pipeline may take"]
-        lines += [f"  {arn}  from {node}" for arn, node in decision.roles]
+    arn, role_check = choose_role(requested_role, decision.roles)
+    lines += ["", f"AWS role (the step's {ROLE_VARIABLE}; served by the kitebox proxy)"]
+    lines.append(f"  {OK if role_check.passed else NO} {arn or 'no credentials'}: {role_check.message}")
+    if not role_check.passed:
+        lines.append(f"      {role_check.line()}")
+    lines += [f"  allowed: {allowed}  from {node}" for allowed, node in decision.roles]
     if decision.ignored:
         lines += ["", "Ignored"]
         lines += [f"  {parameter}: {why}" for parameter, why in decision.ignored]

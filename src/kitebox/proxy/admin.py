@@ -53,7 +53,8 @@ class AdminSocket:
         self._server: _UnixServer | None = None
 
     def start(self) -> "AdminSocket":
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.parent.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.path.parent, 0o700)
         if self.path.exists() or self.path.is_symlink():
             self.path.unlink()

@@ -29,7 +29,7 @@ from kitebox.errors import KiteboxError
 from kitebox.proxy.docker import LABEL_JOB, LABEL_ROLE, LABEL_TOKEN
 from kitebox.proxy.model import token_sha256
 
-DEFAULT_SOCKET = Path("/run/kitebox/proxy.sock")
+DEFAULT_SOCKET = Path("/run/kitebox/proxy/proxy.sock")
 CREDENTIALS_URI = "http://169.254.170.2/v1/credentials"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 from datetime import datetime, timezone
@@ -13,15 +14,21 @@ def register(commands) -> None:
     proxy = commands.add_parser("proxy", help="the per-job AWS credentials proxy for job containers")
     actions = proxy.add_subparsers(dest="proxy_command", required=True, metavar="ACTION")
     serve = actions.add_parser("serve", help="answer IMDS and container-endpoint requests from the job network")
-    serve.add_argument("--network", default="kitebox-jobs", help="the job network (default kitebox-jobs)")
+    serve.add_argument("--network", default=os.environ.get("KITEBOX_NETWORK", "kitebox-jobs"),
+                       help="the job network (default $KITEBOX_NETWORK or kitebox-jobs)")
+    serve.add_argument("--create-network", action="store_true",
+                       help="create the job network (and box mode's metadata firewall) if missing, as "
+                            "`kitebox job` would: the proxy starts before the first job")
     serve.add_argument("--imds-port", type=int, default=8769)
     serve.add_argument("--ecs-port", type=int, default=8770)
-    serve.add_argument("--state-dir", type=Path, default=Path("/run/kitebox"),
-                       help="root-only state and admin socket (default /run/kitebox, a tmpfs)")
+    serve.add_argument("--state-dir", type=Path, default=Path("/run/kitebox/proxy"),
+                       help="root-only state and admin socket (default /run/kitebox/proxy, on tmpfs)")
     serve.add_argument("--admin", default="127.0.0.1:9750", help="health and metrics address (never the job network)")
     serve.add_argument("--upstream", default="http://169.254.169.254",
                        help="IMDS for the allowlisted paths; 'none' answers them 404")
-    serve.add_argument("--region", default="", help="region to answer (default: forwarded upstream)")
+    serve.add_argument("--region", default=os.environ.get("KITEBOX_AWS_REGION", ""),
+                       help="region to answer and to call STS in (default $KITEBOX_AWS_REGION, else "
+                            "IMDS region paths are forwarded upstream)")
     serve.add_argument("--availability-zone", default="")
     serve.add_argument("--allow-imdsv1", action="store_true", help="answer token-less IMDS GETs (default: refuse)")
     serve.add_argument("--duration", type=int, default=3600, help="STS DurationSeconds (2700..role maximum)")
@@ -52,8 +59,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def audit(record: dict) -> None:
         write_audit({"time": datetime.now(timezone.utc).isoformat(), **record}, args.audit)
 
+    if args.create_network:
+        _create_network(args.network)
     try:
-        proxy = Proxy(config, BotoSts.create(web_identity_dir=args.web_identity_dir), audit)
+        sts = BotoSts.create(web_identity_dir=args.web_identity_dir, region=args.region or None)
+        proxy = Proxy(config, sts, audit)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     stop = threading.Event()
@@ -65,3 +75,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         proxy.stop()
     return 0
+
+
+def _create_network(name: str) -> None:
+    """The job network exactly as box mode creates it (same options, labels, firewall, lock)."""
+    import docker
+
+    from kitebox.box.config import DEFAULT_RUN_DIR, _flag
+    from kitebox.box.network import ensure_network
+
+    internal = _flag(os.environ.get("KITEBOX_NETWORK_INTERNAL", "false"))
+    run_dir = Path(os.environ.get("KITEBOX_RUN_DIR", DEFAULT_RUN_DIR))
+    client = docker.from_env(timeout=30)
+    try:
+        ensure_network(client, name, internal, run_dir / "network.lock")
+    finally:
+        client.close()

@@ -53,12 +53,15 @@ class BotoSts:
         self._web_identity_dir = web_identity_dir
 
     @classmethod
-    def create(cls, timeout: float = 5.0, max_attempts: int = 3, web_identity_dir: Path | None = None) -> "BotoSts":
+    def create(cls, timeout: float = 5.0, max_attempts: int = 3, web_identity_dir: Path | None = None,
+               region: str | None = None) -> "BotoSts":
         import boto3
 
         from kitebox.adapters.aws import client_config
 
-        return cls(boto3.session.Session().client("sts", config=client_config(max_attempts, timeout)), web_identity_dir)
+        # A region gives the regional STS endpoint (lower latency, no dependency on us-east-1).
+        client = boto3.session.Session().client("sts", region_name=region, config=client_config(max_attempts, timeout))
+        return cls(client, web_identity_dir)
 
     def assume(self, session: RoleSession, job_id: str, duration: int) -> Credentials:
         import botocore.exceptions

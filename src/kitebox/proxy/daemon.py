@@ -27,7 +27,9 @@ from kitebox.proxy.registry import ProcOwnership, Registry
 from kitebox.proxy.server import SERVERS, Dispatcher, Upstream
 from kitebox.proxy.state import StateFile
 
-DEFAULT_STATE_DIR = Path("/run/kitebox")
+# Its own directory under box mode's /run/kitebox: box mode keeps per-uid agent dirs there that
+# job users must traverse, so only this leaf is 0700.
+DEFAULT_STATE_DIR = Path("/run/kitebox/proxy")
 MIN_TOKEN_LENGTH = 16
 
 
