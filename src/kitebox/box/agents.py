@@ -65,9 +65,9 @@ def _ignore(signum, frame) -> None:  # a Python-level handler: reset to default 
 def as_user(uid: int, gid: int, function: Callable, *args):
     """Run `function(*args)` in a child that dropped to uid:gid; return its JSON-able result.
 
-    A KiteboxError in the child is raised again here with its message. The child ignores the
-    cancel signal (the agent signals the whole process group): it finishes its short task so
-    the parent's clean-up knows what exists.
+    A KiteboxError in the child is raised again here with its message. The child leaves the
+    process group the agent signals and ignores the cancel signal: it finishes its short,
+    bounded task so that the parent's clean-up knows what exists.
     """
     if os.geteuid() == uid:
         return function(*args)
@@ -79,6 +79,9 @@ def as_user(uid: int, gid: int, function: Callable, *args):
         status = 1
         try:
             os.close(read_end)
+            # Out of kitebox's process group, so the agent's group signals reach neither this
+            # child nor its ssh-add (whose death would read as "not a usable key").
+            os.setpgid(0, 0)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
                 signal.signal(signum, _ignore)
             os.setgroups([])

@@ -67,8 +67,11 @@ def missing(saved: str, bridge: str) -> tuple[bool, tuple[tuple[str, str], ...]]
 
 def _iptables(*args: str) -> subprocess.CompletedProcess:
     try:
+        # Own session: the agent's cancel signal to our process group must not kill iptables
+        # half-way (the next job would re-check, but this one would fail with a false reason).
         return subprocess.run(
-            list(args), capture_output=True, text=True, timeout=30, env=SAFE_ENV, stdin=subprocess.DEVNULL
+            list(args), capture_output=True, text=True, timeout=30, env=SAFE_ENV, stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     except (OSError, subprocess.SubprocessError) as error:
         raise FirewallError(f"cannot run {args[0]}: {error}") from None
