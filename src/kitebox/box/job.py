@@ -1,12 +1,13 @@
 """`kitebox job`: one Buildkite job, decided on the host and run in its own container.
 
     1. access      evaluate → resolve → audit (the core, as hook mode); refused → one line per
-                   refusal, exit 94, nothing created
-    2. reaper      orphans of SIGKILLed kitebox processes go first
-    3. network     the job network and its metadata firewall (fail closed), the image
-    4. host side   build and plugin directories, ssh-agents as the container user
-    5. container   create → attach → start → secrets over stdin → stream → wait
-    6. clean-up    always: container, agents, sockets; the job's exit code is returned unchanged
+                   refusal, exit 94, no container, no agent, no directory
+    2. engine      meanwhile, in a thread (it waits on Docker while the main thread waits on
+                   SSM): the reaper first (orphans of SIGKILLed kitebox processes), then the job
+                   network and its metadata firewall (fail closed)
+    3. host side   the image, build and plugin directories, ssh-agents as the container user
+    4. container   create → attach → start → secrets over stdin → stream → wait
+    5. clean-up    always: container, agents, sockets; the job's exit code is returned unchanged
 
 Messages are kitebox's own `--- ` log groups on stderr, written unbuffered; they never hold a
 value. The agent does not redact what the bootstrap script itself prints (buildkite-contract.md).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -28,7 +30,7 @@ from kitebox.box.container import JobContainer, docker_client, ensure_image, pum
 from kitebox.box.delivery import records, send
 from kitebox.box.network import ensure_network
 from kitebox.box.owner import Owner
-from kitebox.box.reaper import reap
+from kitebox.box.reaper import Reaped, reap_agent_dirs, reap_containers
 from kitebox.box.signals import Cancellation, Cancelled
 from kitebox.box.spec import ACCESS_TOKEN, HostPaths, container_spec, environment
 from kitebox.core.decision import Decision
@@ -55,15 +57,59 @@ def run(
     box = BoxSettings.from_environ(environ)
     grace = signal_grace(environ)
     with Cancellation(cancel_signal(environ), say) as cancel:
+        engine = _Engine(environ, job_vars, box)
+        engine.start()
         try:
             say("--- :lock: kitebox: checking access")
             identity = JobIdentity.from_environ(environ)
             decision, values, image = _decide(identity, box, settings, job_vars, store, make_resolver)
             cancel.checkpoint()
-            return _Job(environ, settings, job_vars, box, identity, grace, cancel).run(decision, values, image)
+            job = _Job(environ, settings, job_vars, box, identity, grace, cancel)
+            return job.run(engine, decision, values, image)
         except Cancelled as cancelled:
             say(f"kitebox: cancelled ({cancelled}) before the job container started")
             return cancel.exit_code(None)
+        finally:
+            engine.close()
+
+
+class _Engine(threading.Thread):
+    """The Docker side that does not depend on the decision, done while SSM answers.
+
+    It never prints (the main thread owns the log) and never raises: a failure is kept and
+    raised by `ready()` only if the job is allowed, so a refusal is never hidden behind it.
+    Orphan agent dirs are reaped by the main thread after it (stopping them forks a helper,
+    and fork and threads do not mix).
+    """
+
+    def __init__(self, environ: Mapping[str, str], job_vars: Mapping[str, str], box: BoxSettings):
+        super().__init__(name="kitebox-engine", daemon=True)
+        self._environ, self._job_vars, self._box = environ, job_vars, box
+        self.client = None
+        self.reaped_containers: tuple[str, ...] = ()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.client = docker_client(self._environ, self._job_vars)
+            self.reaped_containers = reap_containers(self.client)
+            lock = Path(self._box.run_dir) / "network.lock"
+            ensure_network(self.client, self._box.network, self._box.network_internal, lock)
+        except BaseException as error:  # handed to the main thread by ready()
+            self.error = error
+
+    def ready(self, checkpoint: Callable[[], None]):
+        while self.is_alive():
+            self.join(timeout=0.2)
+            checkpoint()
+        if self.error is not None:
+            raise self.error
+        return self.client
+
+    def close(self) -> None:
+        self.join(timeout=30)
+        if self.client is not None:
+            self.client.close()
 
 
 def _decide(identity, box, settings, job_vars, store, make_resolver) -> tuple[Decision, dict[str, Secret], str]:
@@ -91,21 +137,19 @@ class _Job:
         self.agent_dir: str | None = None
         self.stream: socket.socket | None = None
 
-    def run(self, decision: Decision, values: dict[str, Secret], image: str) -> int:
+    def run(self, engine: _Engine, decision: Decision, values: dict[str, Secret], image: str) -> int:
         try:
-            return self._run(decision, values, image)
+            return self._run(engine, decision, values, image)
         finally:
             self._clean_up()
 
-    def _run(self, decision: Decision, values: dict[str, Secret], image: str) -> int:
+    def _run(self, engine: _Engine, decision: Decision, values: dict[str, Secret], image: str) -> int:
         box, cancel = self.box, self.cancel
-        self.client = docker_client(self.environ, self.job_vars)
-        reaped = reap(self.client, box.run_dir)
+        say("--- :docker: kitebox: preparing the job container")
+        self.client = engine.ready(cancel.checkpoint)
+        reaped = Reaped(engine.reaped_containers, reap_agent_dirs(box.run_dir))
         if reaped.containers or reaped.agent_dirs:
             say(reaped.line())
-        cancel.checkpoint()
-        say("--- :docker: kitebox: preparing the job container")
-        ensure_network(self.client, box.network, box.network_internal, Path(box.run_dir) / "network.lock")
         if ensure_image(self.client, image, cancel.checkpoint):
             say(f"kitebox: pulled {image}")
         host = self._host_paths()
@@ -198,8 +242,6 @@ class _Job:
             except KiteboxError as error:
                 problems.append(str(error))
         self.cancel.join(timeout=1)
-        if self.client is not None:
-            self.client.close()
         if problems:
             # The job's own exit status stands; the reaper removes the rest at the next job.
             say(f"kitebox: clean-up incomplete: {problems[0]}")
