@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -84,6 +85,36 @@ class TestSdkInsideJobContainers:
         # one STS call per job, made at registration: the SDK requests were cache hits
         assert len(proxy.issued("job-a")) == 1 and len(proxy.issued("job-b")) == 1
         assert proxy.issued("job-c") == []
+
+    def test_first_request_may_beat_the_registration(self, proxy):
+        """A job asking before its registration has landed (box mode registers right after
+        `docker start`) is held briefly and then answered, not refused (kube2iam #136)."""
+        early = r"""
+import json, time, urllib.request
+def get(path, headers, method="GET"):
+    req = urllib.request.Request("http://169.254.169.254" + path, headers=headers, method=method)
+    with urllib.request.urlopen(req, timeout=1) as answer:  # botocore's IMDS timeout
+        return answer.read().decode()
+started = time.monotonic()
+token = get("/latest/api/token", {"x-aws-ec2-metadata-token-ttl-seconds": "60"}, "PUT")
+h = {"x-aws-ec2-metadata-token": token}
+role = get("/latest/meta-data/iam/security-credentials/", h)
+key = json.loads(get("/latest/meta-data/iam/security-credentials/" + role, h))["AccessKeyId"]
+print(json.dumps({"key": key, "seconds": time.monotonic() - started}), flush=True)
+time.sleep(120)
+"""
+        job = proxy.start_job("job-early", ROLE_A, register=False, command=["python3", "-c", early])
+        time.sleep(0.25)  # the container's first request is in flight, waiting
+        from kitebox.core.roles import RoleSession, session_name
+
+        client.register("job-early", job.container, job.address, job.token,
+                        RoleSession(ROLE_A, session_name("job-early")), wait=5.0, socket_path=proxy.socket)
+        from tests.proxy.conftest import docker
+
+        assert wait_for(lambda: docker("logs", job.container).strip(), timeout=10)
+        result = json.loads(docker("logs", job.container).splitlines()[0])
+        assert result["seconds"] < 1.0  # every step within botocore's 1 s IMDS timeout
+        assert result["key"] in [r["access_key_id"] for r in proxy.issued("job-early") if r["outcome"] == "issued"]
 
     def test_region_from_imds(self, proxy):
         """botocore in the container finds the region through IMDS (placement/availability-zone)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from dataclasses import replace
 from typing import Protocol
 
@@ -130,6 +131,7 @@ class Registry:
         self._by_container: dict[str, Job] = {}
         self._by_job: dict[str, Job] = {}
         self._generation = 0
+        self._registered = threading.Condition()
 
     def register(self, job: Job, pid: int) -> tuple[Job, list[Job]]:
         """Add `job` with a fresh generation; return it and the registrations it replaced."""
@@ -152,7 +154,24 @@ class Registry:
             self._by_job[job.job_id] = job
         for old in replaced.values():
             self._ownership.detach(old)
+        with self._registered:
+            self._registered.notify_all()
         return job, list(replaced.values())
+
+    def wait_for(self, address: str, timeout: float) -> Job | None:
+        """The registration at `address`, waiting up to `timeout` for one to arrive.
+
+        A job's first request can beat its registration by a few milliseconds (box mode registers
+        right after `docker start`); answering 404/403 then is kube2iam #136. Callers bound how
+        many requests may wait at once."""
+        deadline = time.monotonic() + timeout
+        with self._registered:
+            while (job := self._by_address.get(address)) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._registered.wait(left)
+        return job
 
     def _drop(self, job: Job) -> None:
         for index, key in ((self._by_address, job.address), (self._by_container, job.container_id),

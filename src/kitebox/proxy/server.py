@@ -34,6 +34,7 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1024
 IDLE_SECONDS = 60.0
 UPSTREAM_TIMEOUT = 1.0
+REGISTRATION_WAIT = 0.5  # per request; botocore gives each IMDS request 1 s
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 
 
@@ -103,7 +104,11 @@ class _View:
     def job_at(self, address: str) -> Job | None:
         job = self._dispatcher.registry.lookup(address)
         if job is None:
-            return None
+            if not self.blocking:
+                raise _NeedsWait()  # maybe registering right now: wait in a worker thread
+            job = self._dispatcher.wait_for_registration(address)
+            if job is None:
+                return None
         if self._verified == (job.job_id, job.generation):
             return job
         if not self._dispatcher.registry.verify(job):
@@ -129,6 +134,17 @@ class Dispatcher:
         self.registry, self.cache, self.config, self.upstream, self.clock = registry, cache, config, upstream, clock
         self.metrics = Metrics()
         self.workers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="kitebox-slow")
+        # At most this many requests from unregistered addresses wait for a registration at
+        # once, so other containers on the network cannot tie up the worker threads.
+        self._waiting = threading.BoundedSemaphore(8)
+
+    def wait_for_registration(self, address: str) -> Job | None:
+        if not self._waiting.acquire(blocking=False):
+            return None
+        try:
+            return self.registry.wait_for(address, REGISTRATION_WAIT)
+        finally:
+            self._waiting.release()
 
     def answer(self, request: Request, view: _View) -> Response:
         """Blocking answer (worker thread or threaded server)."""
