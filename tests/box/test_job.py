@@ -160,3 +160,26 @@ class TestHardening:
         done = world.run()
         assert str(256 * 1024 * 1024) in done.stdout
         assert job_containers(docker_client, world.job_id) == []
+
+
+class TestJobCannotSteerKitebox:
+    """Job variables are in kitebox's own environment too (buildkite-contract.md); the ones that
+    would choose what kitebox runs as root or which engine it talks to are not obeyed."""
+
+    def test_job_set_path_does_not_pick_kitebox_binaries(self, world):
+        """A PATH whose first directory holds a fake iptables-save / ssh-agent is not used on the host."""
+        trap = world.root / "trap"
+        trap.mkdir()
+        for name in ("iptables-save", "iptables", "ssh-agent", "ssh-add"):
+            (trap / name).write_text(f"#!/bin/sh\ntouch {trap}/used-{name}\nexit 1\n")
+            (trap / name).chmod(0o755)
+        world.job["PATH"] = f"{trap}:/usr/local/bin:/usr/bin:/bin"
+        done = world.run()
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.name for p in trap.iterdir() if p.name.startswith("used-")) == []
+
+    def test_job_set_docker_host_is_ignored(self, world):
+        """DOCKER_HOST from the job would send kitebox (and the secrets) to another engine."""
+        world.job["DOCKER_HOST"] = "tcp://127.0.0.1:9"
+        done = world.run()
+        assert done.returncode == 0, done.stderr

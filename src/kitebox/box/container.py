@@ -37,6 +37,8 @@ def docker_client(environ: Mapping[str, str], job_vars: Mapping[str, str], timeo
     import docker
 
     env = {k: v for k, v in environ.items() if k.startswith("DOCKER_") and k not in job_vars}
+    # Never empty: docker-py reads os.environ (job variables included) when given an empty dict.
+    env.setdefault("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
         client = docker.DockerClient.from_env(environment=env, timeout=timeout)
         client.api.ping()
