@@ -1,7 +1,7 @@
 """`kitebox job`: one Buildkite job, decided on the host and run in its own container.
 
     1. access      evaluate → resolve → audit (the core, as hook mode); refused → one line per
-                   refusal, exit 94, no container, no agent, no directory
+                   refusal, exit 94; no container, no ssh-agent, no build directory
     2. engine      meanwhile, in a thread (it waits on Docker while the main thread waits on
                    SSM): the reaper first (orphans of SIGKILLed kitebox processes), then the job
                    network and its metadata firewall (fail closed)
