@@ -26,8 +26,8 @@ import pytest
 
 from kitebox.box.network import ensure_network, remove_firewall
 from kitebox.core.slug import repo_slug
-from tests.support.docker_engine import REPO_ROOT, ensure_job_image, require_docker
-from tests.support.git_sshd import GitSshServer, generate_ed25519
+from tests.support.docker_engine import REPO_ROOT, ensure_job_image, in_ci, require_docker
+from tests.support.git_sshd import SSHD_PATH, GitSshServer, generate_ed25519
 
 STAND_IN = REPO_ROOT / "images" / "agent-stand-in" / "bootstrap"
 BASE = "/vendors/buildkite"
@@ -35,11 +35,18 @@ PIPELINE = "app"
 JOB_TIMEOUT = 120  # seconds any one `kitebox job` may take in a test
 
 
+def missing(what: str) -> None:
+    """Skip, or fail under CI=true, where .ci/run provides root, iptables, sshd and git."""
+    if in_ci():
+        pytest.fail(f"CI=true but {what}", pytrace=False)
+    pytest.skip(what)
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     require_docker()
     if os.geteuid() != 0 or shutil.which("iptables") is None:
-        pytest.skip("box mode tests need root and iptables (the metadata firewall)")
+        missing("box mode tests need root and iptables (the metadata firewall)")
     import docker
 
     client = docker.from_env(timeout=120)
@@ -79,6 +86,8 @@ def job_network(docker_client, tmp_path_factory) -> JobNet:
 def box_sshd(job_network):
     """The test sshd, listening on the job network's gateway (an address of this host that the
     internal network reaches) instead of loopback."""
+    if not os.access(SSHD_PATH, os.X_OK) or shutil.which("git") is None:
+        missing(f"{SSHD_PATH} or git not found: install openssh-server and git (.ci/run does)")
     server = GitSshServer()
     server.host = job_network.gateway  # GitSshServer has no host= argument (yet)
     with server:
