@@ -166,3 +166,20 @@ class TestJobVariables:
         (tmp_path / "env.json").write_text('{"A": 1}')
         with pytest.raises(BadInputError, match="not an object of strings"):
             job_variables({"BUILDKITE_ENV_JSON_FILE": str(tmp_path / "env.json")})
+
+
+class TestSteeringVariables:
+    def test_job_set_proxies_and_ca_bundles_are_dropped(self):
+        """Proxy and CA-bundle variables the job set (any case) never reach kitebox's own AWS calls."""
+        from kitebox.settings import aws_environment
+
+        names = ["HTTPS_PROXY", "http_proxy", "NO_PROXY", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "HOME"]
+        environ = {name: "job-value" for name in names} | {"LANG": "C.UTF-8"}
+        clean = aws_environment(environ, {name: "job-value" for name in names})
+        assert clean == {"LANG": "C.UTF-8"}
+
+    def test_agent_set_proxy_is_kept(self):
+        """A proxy the operator set for the agent (not a job variable) stays."""
+        from kitebox.settings import aws_environment
+
+        assert aws_environment({"HTTPS_PROXY": "http://proxy.corp:3128"}, {}) == {"HTTPS_PROXY": "http://proxy.corp:3128"}

@@ -20,9 +20,9 @@ def _load_settings() -> tuple[Settings, dict[str, str]]:
     settings = Settings.from_environ(os.environ, frozenset(job_vars))
     clean = aws_environment(os.environ, job_vars)
     for name in list(os.environ):
-        if name.startswith("AWS_") and name not in clean:
+        if name not in clean:
             del os.environ[name]
-    os.environ.update({k: v for k, v in clean.items() if k.startswith("AWS_")})
+    os.environ.update(clean)
     return settings, job_vars
 
 

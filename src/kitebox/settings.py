@@ -88,16 +88,26 @@ def job_variables(environ: Mapping[str, str]) -> dict[str, str]:
     return {}
 
 
+# Variables that steer how kitebox's own AWS calls are made, beyond AWS_*: HOME (botocore reads
+# ~/.aws/config, credential_process included), proxies (route the calls through the job's
+# server) and CA bundles (let that server read them).
+_STEERING = frozenset({
+    "HOME", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR",
+})
+
+
+def _steers_aws_calls(name: str) -> bool:
+    return name.startswith("AWS_") or name.upper() in _STEERING
+
+
 def aws_environment(environ: Mapping[str, str], job_vars: Mapping[str, str]) -> dict[str, str]:
     """The environment kitebox's own AWS clients see: no AWS_* variable the job set.
 
     `KITEBOX_AWS_REGION` (operator) wins, so a job that sets AWS_REGION for itself does not leave
     kitebox without a region.
     """
-    # HOME too: botocore reads ~/.aws/config (credential_process!) from the job's chosen HOME.
-    clean = {
-        k: v for k, v in environ.items() if not ((k.startswith("AWS_") or k == "HOME") and k in job_vars)
-    }
+    clean = {k: v for k, v in environ.items() if not (k in job_vars and _steers_aws_calls(k))}
     if environ.get("KITEBOX_AWS_REGION"):
         clean["AWS_REGION"] = clean["AWS_DEFAULT_REGION"] = environ["KITEBOX_AWS_REGION"]
     return clean
