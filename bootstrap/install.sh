@@ -9,7 +9,8 @@
 # What it does, in this order (a failing step stops the script; nothing after it runs):
 #   1. kitebox into $PREFIX/venv, from a wheel or a pinned version; `kitebox` on PATH
 #   2. the queue's settings into /etc/kitebox/kitebox.env (every KITEBOX_* below)
-#   3. box mode:  bootstrap-script="/opt/kitebox/venv/bin/kitebox job" in the agent config, the
+#   3. box mode:  bootstrap-script="sudo -n /opt/kitebox/venv/bin/kitebox job" in the agent config
+#                 (+ /etc/sudoers.d/kitebox: root, environment reset but for BUILDKITE_*/KITEBOX_*), the
 #                 agent's unit loads kitebox.env, the metadata proxy's unit is enabled and started
 #      hook mode: the hook shims in $PREFIX/hooks, sourced from the agent's hooks, and
 #                 /var/lib/buildkite-agent/cfn-env (sourced by the environment hook) loads kitebox.env
@@ -32,6 +33,8 @@
 #   KITEBOX_INSTALL_CFN_ENV          /var/lib/buildkite-agent/cfn-env
 #   KITEBOX_INSTALL_ENV_FILE         /etc/kitebox/kitebox.env
 #   KITEBOX_INSTALL_SYSTEMD_DIR      /etc/systemd/system
+#   KITEBOX_INSTALL_SUDOERS          /etc/sudoers.d/kitebox (box mode: `sudo kitebox job`, env reset)
+#   KITEBOX_INSTALL_AGENT_USER       buildkite-agent (the user the agent runs as)
 #   KITEBOX_INSTALL_AGENT_UNIT       buildkite-agent.service
 #   KITEBOX_INSTALL_BIN_LINK         /usr/local/bin/kitebox
 #   KITEBOX_INSTALL_PROXY_UNIT       the proxy's unit file to install (default: kitebox-proxy.service
@@ -58,6 +61,8 @@ HOOKS_PATH=${KITEBOX_INSTALL_HOOKS_PATH:-/etc/buildkite-agent/hooks}
 CFN_ENV=${KITEBOX_INSTALL_CFN_ENV:-/var/lib/buildkite-agent/cfn-env}
 ENV_FILE=${KITEBOX_INSTALL_ENV_FILE:-/etc/kitebox/kitebox.env}
 SYSTEMD_DIR=${KITEBOX_INSTALL_SYSTEMD_DIR:-/etc/systemd/system}
+SUDOERS_FILE=${KITEBOX_INSTALL_SUDOERS:-/etc/sudoers.d/kitebox}
+AGENT_USER=${KITEBOX_INSTALL_AGENT_USER:-buildkite-agent}
 AGENT_UNIT=${KITEBOX_INSTALL_AGENT_UNIT:-buildkite-agent.service}
 BIN_LINK=${KITEBOX_INSTALL_BIN_LINK:-/usr/local/bin/kitebox}
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -250,10 +255,22 @@ fi
 } | write_file "$ROOT$ENV_FILE" 644
 
 # -- 3. the agent: box or hook mode ------------------------------------------------------------
+sudoers_rule() {
+    printf '# kitebox box mode, written by kitebox bootstrap/install.sh: the agent runs kitebox job\n'
+    printf '# as root with a reset environment (no LD_PRELOAD, PYTHONPATH... from the job).\n'
+    printf 'Defaults!%s env_reset, env_keep = "BUILDKITE_* KITEBOX_* AWS_REGION AWS_DEFAULT_REGION AWS_ENDPOINT_URL"\n' "$VENV/bin/kitebox"
+    printf '%s ALL=(root) NOPASSWD: %s job\n' "$AGENT_USER" "$VENV/bin/kitebox"
+}
+
 dropin=$ROOT$SYSTEMD_DIR/$AGENT_UNIT.d/kitebox.conf
 cfn_body="if [ -r $ENV_FILE ]; then set -a; . $ENV_FILE; set +a; fi"
 if [[ $MODE == box ]]; then
-    set_cfg_line "$ROOT$AGENT_CFG" bootstrap-script "\"$VENV/bin/kitebox job\""
+    # Through sudo: the agent starts a bootstrap-script with the JOB's variables, so without
+    # env_reset a pipeline could set LD_PRELOAD or PYTHONPATH for kitebox's own root process
+    # (sudo is setuid: the loader ignores LD_PRELOAD for it too). Only the agent's BUILDKITE_*,
+    # kitebox's settings and the AWS region/endpoint pass.
+    set_cfg_line "$ROOT$AGENT_CFG" bootstrap-script "\"sudo -n $VENV/bin/kitebox job\""
+    sudoers_rule | write_file "$ROOT$SUDOERS_FILE" 440
     printf '[Service]\nEnvironmentFile=%s\n' "$ENV_FILE" | write_file "$dropin" 644
     remove_block "$ROOT$CFN_ENV"
     for phase in "${PHASES[@]}"; do
@@ -262,6 +279,7 @@ if [[ $MODE == box ]]; then
 else
     set_cfg_line "$ROOT$AGENT_CFG" bootstrap-script ""
     remove_file "$dropin"
+    remove_file "$ROOT$SUDOERS_FILE"
     ensure_block "$ROOT$CFN_ENV" "$cfn_body" 644
     for phase in "${PHASES[@]}"; do
         hook_shim "$phase" | write_file "$ROOT$PREFIX/hooks/$phase" 755

@@ -114,10 +114,17 @@ class TestBoxMode:
     def test_first_run(self, host):
         ok(host.install(KITEBOX_AUDIT="cloudwatch:kitebox-audit"))
         cfg = host.read(CFG)
-        assert cfg == ELASTIC_CFG + 'bootstrap-script="/opt/kitebox/venv/bin/kitebox job"\n'
+        assert cfg == ELASTIC_CFG + 'bootstrap-script="sudo -n /opt/kitebox/venv/bin/kitebox job"\n'
         assert host.read("etc/kitebox/kitebox.env").splitlines()[2:] == [
             'KITEBOX_AUDIT="cloudwatch:kitebox-audit"', 'KITEBOX_BASE_PATH="/vendors/buildkite/infra"',
             'KITEBOX_IMAGE="kitebox/job:test"']
+        sudoers = host.read("etc/sudoers.d/kitebox")
+        assert 'env_reset, env_keep = "BUILDKITE_* KITEBOX_*' in sudoers
+        assert "buildkite-agent ALL=(root) NOPASSWD: /opt/kitebox/venv/bin/kitebox job\n" in sudoers
+        assert (host.root / "etc/sudoers.d/kitebox").stat().st_mode & 0o777 == 0o440
+        if shutil.which("visudo"):
+            assert subprocess.run(["visudo", "-cf", str(host.root / "etc/sudoers.d/kitebox")],
+                                  capture_output=True).returncode == 0
         assert host.read("etc/systemd/system/buildkite-agent.service.d/kitebox.conf") == \
             "[Service]\nEnvironmentFile=/etc/kitebox/kitebox.env\n"
         assert host.read("etc/systemd/system/kitebox-proxy.service") == host.proxy_unit.read_text()
@@ -145,7 +152,7 @@ class TestBoxMode:
     def test_existing_bootstrap_script_is_replaced(self, host):
         host.cfg.write_text(ELASTIC_CFG + "bootstrap-script=/usr/local/bin/old\n  bootstrap-script = /x\n")
         ok(host.install())
-        assert host.read(CFG) == ELASTIC_CFG + 'bootstrap-script="/opt/kitebox/venv/bin/kitebox job"\n'
+        assert host.read(CFG) == ELASTIC_CFG + 'bootstrap-script="sudo -n /opt/kitebox/venv/bin/kitebox job"\n'
 
     def test_new_wheel_is_installed(self, host):
         ok(host.install())
