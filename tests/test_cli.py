@@ -122,7 +122,10 @@ class TestDemo:
         """`kitebox demo` ends with the job's exit 0 and shows refusals and the audit line."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BUILDKITE_"))}
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-        done = run(["demo"], env=env)
+        done = subprocess.run(KITEBOX + ["demo"], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "Verdict: REFUSED" in done.stdout and "Demo finished: the job exited 0." in done.stdout
+        if "(box mode)" in done.stdout:  # root + Docker + iptables: the job ran in a container
+            assert "checked out: this is spells" in done.stdout
+            assert "instance metadata: unreachable" in done.stdout
         assert_no_values(done.stdout, done.stderr)

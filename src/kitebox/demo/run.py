@@ -1,5 +1,6 @@
 """`kitebox demo`: a local moto-backed AWS with sample secrets, ACLs and roles, three jobs
-explained, and the allowed one run through kitebox's agent hooks as the agent would run them.
+explained, and the allowed one run through `kitebox job` in its own container (box mode), or,
+where this machine cannot run containers, through kitebox's agent hooks (hook mode).
 
 Everything stays on this machine: moto on 127.0.0.1, fake credentials, no real AWS.
 """
@@ -48,6 +49,25 @@ def section(title: str) -> None:
     print(f"\n--- {title}", flush=True)
 
 
+def run_hooks() -> int:
+    """The allowed job through the hook shims, sourced by a stand-in for the agent's bootstrap."""
+    with tempfile.TemporaryDirectory(prefix="kitebox-demo-") as audit_dir:
+        audit_log = Path(audit_dir) / "audit.jsonl"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("BUILDKITE_")},
+            **sample.job_environment(),
+            "BUILDKITE_COMMAND": COMMAND,
+            "HOOKS": str(HOOKS),
+            "KITEBOX_BASE_PATH": sample.BASE,
+            "KITEBOX_AUDIT": str(audit_log),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        }
+        code = subprocess.run(["bash", "-c", AGENT_STAND_IN], env=env).returncode
+        section("the audit line kitebox wrote (names and nodes, never values)")
+        print(audit_log.read_text().strip())
+    return code
+
+
 def main() -> int:
     section("starting a local AWS (moto server on 127.0.0.1) with sample secrets, ACLs and roles")
     with MotoServer() as moto:
@@ -68,21 +88,16 @@ def main() -> int:
         for title, env in jobs:
             section(f"kitebox explain: {title}")
             sys.stdout.write(explain.as_text(evaluate(JobIdentity.from_environ(env), settings, store)))
-        section("running the allowed job through kitebox's agent hooks (hook mode)")
-        with tempfile.TemporaryDirectory(prefix="kitebox-demo-") as audit_dir:
-            audit_log = Path(audit_dir) / "audit.jsonl"
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("BUILDKITE_")},
-                **sample.job_environment(),
-                "BUILDKITE_COMMAND": COMMAND,
-                "HOOKS": str(HOOKS),
-                "KITEBOX_BASE_PATH": sample.BASE,
-                "KITEBOX_AUDIT": str(audit_log),
-                "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-            }
-            code = subprocess.run(["bash", "-c", AGENT_STAND_IN], env=env).returncode
-            section("the audit line kitebox wrote (names and nodes, never values)")
-            print(audit_log.read_text().strip())
+        from kitebox.demo import boxed
+
+        reason = boxed.why_not()
+        if reason is None:
+            section("running the allowed job through `kitebox job`, in its own container (box mode)")
+            moto.reset()  # the boxed run seeds the same data for a repository served on this host
+            code = boxed.run(moto)
+        else:
+            section(f"{reason}: running the allowed job through kitebox's agent hooks (hook mode)")
+            code = run_hooks()
     print(f"\nDemo finished: the job exited {code}.")
     return code
 

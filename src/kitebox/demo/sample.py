@@ -53,10 +53,11 @@ def job_environment(pipeline: str = "hermione", branch: str = "main", teams: str
     }
 
 
-def seed(ssm, secretsmanager, base: str = BASE) -> SampleKeys:
-    """Write the sample data; returns the generated deploy keys (public halves for git hosts)."""
+def seed(ssm, secretsmanager, base: str = BASE, repo: str = REPO) -> SampleKeys:
+    """Write the sample data for `repo`; returns the generated deploy keys (public halves go to
+    the git host)."""
     keys = SampleKeys(generate_ed25519("kitebox-demo repo key"), generate_ed25519("kitebox-demo plugins key"))
-    repo_node = f"{base}/{repo_slug(REPO)}"
+    repo_node = f"{base}/{repo_slug(repo)}"
     parameters = [
         (f"{base}/global/env/ARTIFACTORY_TOKEN", "tok-global-1234567890", "SecureString"),
         (f"{base}/global/ssh/key", keys.plugins.private.reveal(), "SecureString"),
@@ -67,7 +68,7 @@ def seed(ssm, secretsmanager, base: str = BASE) -> SampleKeys:
         (f"{base}/hermione/env/ARTIFACTORY_TOKEN", "tok-hermione-0987654321", "SecureString"),
         (f"{base}/hermione/env/DEPLOY_PASSWORD",
          "{{resolve:secretsmanager:buildkite/hermione/deploy:SecretString:password}}", "String"),
-        (f"{base}/hermione/repository", "https://github.com/hogwarts/spells", "String"),
+        (f"{base}/hermione/repository", repo, "String"),
         (f"{base}/hermione/allowed_branches", "main\nrelease/*", "String"),
         (f"{base}/hermione/allowed_roles", ROLE, "String"),
         (f"{base}/infra-deploy/allowed_teams", "sre", "String"),
