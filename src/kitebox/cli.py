@@ -45,13 +45,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from kitebox.core.identity import JobIdentity
     from kitebox.evaluate import evaluate
 
-    settings, _ = _load_settings()
+    settings, job_vars = _load_settings()
+    # The role a step asks for is the author's (a job variable), or set by hand when explaining.
+    requested = job_vars.get("KITEBOX_ROLE", os.environ.get("KITEBOX_ROLE", ""))
     store, _resolver = _aws(settings)
     decision = evaluate(JobIdentity.from_environ(os.environ), settings, store)
     if args.json:
-        print(json.dumps(explain.as_json(decision), indent=2, ensure_ascii=False))
+        print(json.dumps(explain.as_json(decision, requested), indent=2, ensure_ascii=False))
     else:
-        sys.stdout.write(explain.as_text(decision))
+        sys.stdout.write(explain.as_text(decision, requested))
     return 0 if decision.allowed else 1
 
 

@@ -223,6 +223,7 @@ def world(aws, keys, job_network, job_image, agent_bin) -> World:
         KITEBOX_NETWORK_INTERNAL="true",
         KITEBOX_RUN_DIR=str(run_dir),
         KITEBOX_INNER_BOOTSTRAP="/run/kitebox/bin/buildkite-agent bootstrap",
+        KITEBOX_PROXY="off",  # the proxy integration has its own test (test_proxied.py)
         KITEBOX_AUDIT=str(world_root / "audit.jsonl"),
     )
     world.new_job(

@@ -45,6 +45,11 @@ class BoxSettings:
     run_dir: str = DEFAULT_RUN_DIR
     cap_add: tuple[str, ...] = ()
     job_hooks_path: str | None = None  # the operator's hooks the job's bootstrap runs
+    # The metadata proxy (issue 4): "required" (default) registers every job with it and refuses
+    # to start a container when it does not answer; "off" runs jobs with no AWS credentials at
+    # all (the metadata addresses stay rejected by the job network's firewall).
+    proxy: bool = True
+    proxy_socket: str = "/run/kitebox/proxy/proxy.sock"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> "BoxSettings":
@@ -75,11 +80,19 @@ class BoxSettings:
             run_dir=environ.get("KITEBOX_RUN_DIR", DEFAULT_RUN_DIR).rstrip("/") or "/",
             cap_add=read("KITEBOX_CAP_ADD", _capabilities),
             job_hooks_path=None if hooks in ("", "none") else hooks,
+            proxy=read("KITEBOX_PROXY", _proxy_mode, "required"),
+            proxy_socket=environ.get("KITEBOX_PROXY_SOCKET", "/run/kitebox/proxy/proxy.sock"),
         )
 
 
 def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _proxy_mode(value: str) -> bool:
+    if value not in ("required", "off"):
+        raise ValueError("must be 'required' or 'off'")
+    return value == "required"
 
 
 def _flag(value: str) -> bool:

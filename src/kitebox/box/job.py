@@ -25,6 +25,7 @@ from typing import Callable, Mapping
 from kitebox import hook
 from kitebox.adapters.aws import ParameterStore, SecretResolver
 from kitebox.box import agents, paths
+from kitebox.box import proxied
 from kitebox.box.config import BoxSettings, cancel_signal, choose_image, signal_grace, stop_timeout
 from kitebox.box.container import JobContainer, docker_client, ensure_image, pump, write_all
 from kitebox.box.delivery import records, send
@@ -62,10 +63,10 @@ def run(
         try:
             say("--- :lock: kitebox: checking access")
             identity = JobIdentity.from_environ(environ)
-            decision, values, image = _decide(identity, box, settings, job_vars, store, make_resolver)
+            decision, values, image, session = _decide(identity, box, settings, job_vars, store, make_resolver)
             cancel.checkpoint()
             job = _Job(environ, settings, job_vars, box, identity, grace, cancel)
-            return job.run(engine, decision, values, image)
+            return job.run(engine, decision, values, image, session)
         except Cancelled as cancelled:
             say(f"kitebox: cancelled ({cancelled}) before the job container started")
             return cancel.exit_code(None)
@@ -112,17 +113,18 @@ class _Engine(threading.Thread):
             self.client.close()
 
 
-def _decide(identity, box, settings, job_vars, store, make_resolver) -> tuple[Decision, dict[str, Secret], str]:
+def _decide(identity, box, settings, job_vars, store, make_resolver):
     if not identity.job_id:
         raise BadInputError("BUILDKITE_JOB_ID is not set: kitebox job runs as the agent's bootstrap-script")
     decision = evaluate(identity, settings, store)
     decision, values = resolve_values(decision, make_resolver)
     image, image_check = choose_image(box, job_vars)
-    decision = dataclasses.replace(decision, checks=decision.checks + (image_check,))
+    session, role_check = proxied.plan(decision, job_vars, box.proxy)
+    decision = dataclasses.replace(decision, checks=decision.checks + (image_check, role_check))
     audit(decision, settings, "box")
     if not decision.allowed:
         raise hook.refuse(decision)
-    return decision, values, image
+    return decision, values, image, session
 
 
 class _Job:
@@ -136,15 +138,20 @@ class _Job:
         self.container: JobContainer | None = None
         self.agent_dir: str | None = None
         self.stream: socket.socket | None = None
+        self.registration: proxied.Registration | None = None
 
-    def run(self, engine: _Engine, decision: Decision, values: dict[str, Secret], image: str) -> int:
+    def run(self, engine: _Engine, decision: Decision, values: dict[str, Secret], image: str, session) -> int:
         try:
-            return self._run(engine, decision, values, image)
+            return self._run(engine, decision, values, image, session)
         finally:
             self._clean_up()
 
-    def _run(self, engine: _Engine, decision: Decision, values: dict[str, Secret], image: str) -> int:
+    def _run(self, engine: _Engine, decision: Decision, values: dict[str, Secret], image: str, session) -> int:
         box, cancel = self.box, self.cancel
+        if box.proxy:
+            # Fail closed: no proxy, no job container (it could not get its role, and nothing
+            # else may answer its metadata requests).
+            self.registration = proxied.Registration.prepare(self.identity.job_id, session, box.proxy_socket)
         say("--- :docker: kitebox: preparing the job container")
         self.client = engine.ready(cancel.checkpoint)
         reaped = Reaped(engine.reaped_containers, reap_agent_dirs(box.run_dir))
@@ -169,6 +176,8 @@ class _Job:
         env = environment(
             self.environ, self.job_vars, values, host, sockets, self.settings.keep_repo_key_after_checkout, self.grace
         )
+        if self.registration is not None:
+            env.update(self.registration.container_env())
         spec = container_spec(
             identity=self.identity,
             box=box,
@@ -177,10 +186,13 @@ class _Job:
             paths=host,
             owner=self.owner,
             stop_signal=cancel_signal(self.environ).name,
+            extra_labels=self.registration.labels() if self.registration else None,
         )
         payload = dict(values)
         if self.environ.get(ACCESS_TOKEN):
             payload[ACCESS_TOKEN] = Secret(self.environ[ACCESS_TOKEN])
+        if self.registration is not None:
+            payload.update(self.registration.secret_env())
         self.container = JobContainer(self.client, spec)
         cancel.checkpoint()
         self.container.create()
@@ -189,6 +201,9 @@ class _Job:
         say(f"--- :docker: kitebox: starting job container {spec.name}")
         self.container.start()
         cancel.running(lambda: self.container.stop(stop_timeout(self.grace)))
+        if self.registration is not None:
+            # Before the secrets go over stdin, so the job cannot run before its role is known.
+            self.registration.register(self.client, self.container.id, box.network)
         try:
             send(self.stream, records(payload))
         except OSError:
@@ -229,6 +244,8 @@ class _Job:
 
     def _clean_up(self) -> None:
         problems = []
+        if self.registration is not None:
+            self.registration.deregister()
         if self.stream is not None:
             self.stream.close()
         if self.container is not None:

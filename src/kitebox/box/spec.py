@@ -182,8 +182,10 @@ def container_spec(
     paths: HostPaths,
     owner: Owner,
     stop_signal: str,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> ContainerSpec:
-    labels = {"kitebox.job": identity.job_id, "kitebox.pipeline": identity.pipeline_slug, **owner.labels()}
+    labels = {**(extra_labels or {}), "kitebox.job": identity.job_id, "kitebox.pipeline": identity.pipeline_slug,
+              **owner.labels()}
     groups = (str(paths.docker_socket_gid),) if paths.docker_socket and paths.docker_socket_gid is not None else ()
     return ContainerSpec(
         name=container_name(identity.job_id),
