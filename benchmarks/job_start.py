@@ -127,6 +127,7 @@ def main() -> int:
                 BUILDKITE_AGENT_ACCESS_TOKEN="bench-token", KITEBOX_IMAGE=args.image,
                 KITEBOX_NETWORK=network_name, KITEBOX_NETWORK_INTERNAL="true",
                 KITEBOX_RUN_DIR=str(work / "run"), KITEBOX_AUDIT="off",
+                KITEBOX_PROXY="off",  # start-up of the container path alone; the proxy has its own benchmark
                 KITEBOX_INNER_BOOTSTRAP="bash -c 'exec bash -c \"$BUILDKITE_COMMAND\"'",
             )
             time_docker_run(args.image, network_name)  # warm-up: page cache, image layers

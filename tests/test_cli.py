@@ -127,5 +127,6 @@ class TestDemo:
         assert "Verdict: REFUSED" in done.stdout and "Demo finished: the job exited 0." in done.stdout
         if "(box mode)" in done.stdout:  # root + Docker + iptables: the job ran in a container
             assert "checked out: this is spells" in done.stdout
-            assert "instance metadata: unreachable" in done.stdout
+            assert "instance metadata (kitebox's proxy) offers role: hermione-deploy" in done.stdout
+            assert "AWS SDK finds credentials from: container-role" in done.stdout
         assert_no_values(done.stdout, done.stderr)

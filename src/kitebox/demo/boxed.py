@@ -1,7 +1,8 @@
 """The demo's boxed run: the allowed sample job through `kitebox job`, in its own container.
 
 What an Elastic CI Stack instance would have, made on this machine: a job network (internal:
-nothing leaves this host) with kitebox's metadata firewall, a git server over ssh on that
+nothing leaves this host) with kitebox's metadata firewall, kitebox's metadata proxy (STS from
+the local moto server) answering the job's credential requests, a git server over ssh on that
 network's gateway serving the sample repository and a plugin (each accepting only its own
 deploy key), the job image built offline, and, in the container, `images/agent-stand-in/bootstrap`
 standing in for `buildkite-agent bootstrap` (there is no agent binary here).
@@ -29,9 +30,20 @@ for name in ARTIFACTORY_TOKEN DATABASE_URL FAV_LESSON DEPLOY_PASSWORD; do
   value="${!name}"
   printf '%-18s %3d bytes, sha256 %s\n' "$name" "${#value}" "$(printf %s "$value" | sha256sum | cut -c1-16)"
 done
-if timeout 2 bash -c 'exec 3<>/dev/tcp/169.254.169.254/80' 2>/dev/null; then metadata=REACHABLE
-else metadata="unreachable (kitebox's metadata firewall)"; fi
-echo "running as $(id -un) in container $(hostname); instance metadata: $metadata"
+echo "running as $(id -un) in container $(hostname)"
+python3 - <<'PY'
+import urllib.request
+# 169.254.169.254 is redirected to kitebox's proxy: it lists the job's role, never the instance's.
+put = urllib.request.Request("http://169.254.169.254/latest/api/token", method="PUT",
+                             headers={"x-aws-ec2-metadata-token-ttl-seconds": "60"})
+token = urllib.request.urlopen(put, timeout=2).read().decode()
+roles = urllib.request.Request("http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+                               headers={"x-aws-ec2-metadata-token": token})
+print("instance metadata (kitebox's proxy) offers role:", urllib.request.urlopen(roles, timeout=2).read().decode())
+import botocore.session
+credentials = botocore.session.get_session().get_credentials()
+print("AWS SDK finds credentials from:", credentials.method if credentials else None)
+PY
 """
 
 
@@ -72,14 +84,16 @@ def run(moto) -> int:
     work.chmod(0o755)
     network = ensure_network(client, NETWORK, True, work / "network.lock")
     gateway = client.networks.get(NETWORK).attrs["IPAM"]["Config"][0]["Gateway"]
+    proxy = _start_proxy(moto, work)
     try:
         with GitSshServer(host=gateway) as git:
             repo_url, plugin_url = git.add_repo("spells"), git.add_repo("plugins")
             keys = sample.seed(moto.client("ssm"), moto.client("secretsmanager"), repo=repo_url)
             git.authorize(keys.repo.public, "spells")
             git.authorize(keys.plugins.public, "plugins")
-            return _run_job(moto, image, work, repo_url, plugin_url)
+            return _run_job(moto, image, work, repo_url, plugin_url, proxy.config.socket_path)
     finally:
+        proxy.stop()
         for container in client.containers.list(all=True, filters={"network": NETWORK}):
             container.remove(force=True)
         client.networks.get(NETWORK).remove()
@@ -88,7 +102,17 @@ def run(moto) -> int:
         client.close()
 
 
-def _run_job(moto, image: str, work: Path, repo_url: str, plugin_url: str) -> int:
+def _start_proxy(moto, work: Path):
+    """kitebox's metadata proxy for the demo network; the upstream IMDS is none at all."""
+    from kitebox.proxy.credentials import BotoSts
+    from kitebox.proxy.daemon import Proxy, ProxyConfig
+
+    config = ProxyConfig(job_network=NETWORK, imds_port=0, ecs_port=0, state_dir=work / "proxy", admin_port=0,
+                         upstream=None, region=moto.region, availability_zone=f"{moto.region}a")
+    return Proxy(config, BotoSts(moto.client("sts")), lambda line: None).start()
+
+
+def _run_job(moto, image: str, work: Path, repo_url: str, plugin_url: str, proxy_socket: Path) -> int:
     for name in ("builds", "plugins", "hooks", "bin", "run"):
         (work / name).mkdir()
     shutil.copy(STAND_IN, work / "bin" / "buildkite-agent")
@@ -96,6 +120,7 @@ def _run_job(moto, image: str, work: Path, repo_url: str, plugin_url: str) -> in
         **sample.job_environment(repo=repo_url),
         "BUILDKITE_PLUGINS": json.dumps([{f"{plugin_url}#v1": {}}]),
         "BUILDKITE_COMMAND": COMMAND,
+        "KITEBOX_ROLE": sample.ROLE,  # the step asks for the role hermione/allowed_roles grants
     }
     (work / "job.json").write_text(json.dumps(job))
     agent = {
@@ -114,6 +139,8 @@ def _run_job(moto, image: str, work: Path, repo_url: str, plugin_url: str) -> in
         "KITEBOX_RUN_DIR": str(work / "run"),
         "KITEBOX_INNER_BOOTSTRAP": "/run/kitebox/bin/buildkite-agent bootstrap",
         "KITEBOX_AUDIT": str(work / "audit.jsonl"),
+        "KITEBOX_PROXY": "required",
+        "KITEBOX_PROXY_SOCKET": str(proxy_socket),
     }
     base = {k: v for k, v in os.environ.items() if not k.startswith(("BUILDKITE_", "KITEBOX_", "AWS_"))}
     env = {**base, **moto.env(), **agent, **job}
