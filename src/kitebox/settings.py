@@ -49,7 +49,7 @@ class Settings:
             return cls(
                 base_path=check_base_path(get("KITEBOX_BASE_PATH", DEFAULT_BASE_PATH)),
                 audit=get("KITEBOX_AUDIT", "stderr"),
-                keep_repo_key_after_checkout=_flag(get("KITEBOX_KEEP_REPO_KEY", "false")),
+                keep_repo_key_after_checkout=parse_flag(get("KITEBOX_KEEP_REPO_KEY", "false")),
                 secrets_manager_prefix=get("KITEBOX_SECRETS_MANAGER_PREFIX", "buildkite/"),
                 ssm_max_attempts=_bounded(int(get("KITEBOX_SSM_MAX_ATTEMPTS", "3")), 1, 10, "KITEBOX_SSM_MAX_ATTEMPTS"),
                 ssm_timeout_seconds=_bounded(float(get("KITEBOX_SSM_TIMEOUT", "5")), 0.1, 60, "KITEBOX_SSM_TIMEOUT"),
@@ -65,7 +65,8 @@ def _bounded(value, low, high, name):
     return value
 
 
-def _flag(value: str) -> bool:
+def parse_flag(value: str) -> bool:
+    """An operator's true/false setting; anything else is refused, not guessed."""
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True

@@ -3,58 +3,18 @@ misbehaving endpoint (outage, throttling, denial) to prove they fail closed in o
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
-import urllib.request
 
 import pytest
 
 from kitebox.adapters.aws import SecretsManagerResolver, SsmStore
 from kitebox.core.references import SecretsManagerRef
 from kitebox.errors import AwsError
+from tests.support.aws_faults import FaultyEndpoint
 
 pytestmark = pytest.mark.moto
 BASE = "/vendors/buildkite"
-
-
-class FaultyEndpoint:
-    """A loopback HTTP endpoint that forwards the first `passes` requests to moto, then answers
-    every later one with an AWS JSON error: throttling or denial mid-fetch."""
-
-    def __init__(self, upstream: str, passes: int, code: str, status: int = 400):
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests += 1
-                if outer.requests <= passes:
-                    forwarded = urllib.request.Request(upstream + self.path, data=body, method="POST",
-                                                       headers={k: v for k, v in self.headers.items()})
-                    with urllib.request.urlopen(forwarded, timeout=10) as answer:
-                        status_code, payload = answer.status, answer.read()
-                else:
-                    status_code = status
-                    payload = json.dumps({"__type": code, "message": f"{code} from the test endpoint"}).encode()
-                self.send_response(status_code)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def put(ssm, count: int, path: str, prefix: str = "v") -> dict[str, str]:
@@ -114,7 +74,7 @@ class TestSsmStore:
     def test_error_mid_fetch_fails_closed(self, aws, monkeypatch, code, hint):
         """A failure after the first page refuses the whole fetch: no partial namespace is used."""
         put(aws.client("ssm"), 25, f"{BASE}/global", prefix="mid")
-        endpoint = FaultyEndpoint(aws.endpoint_url, passes=1, code=code)
+        endpoint = FaultyEndpoint(code, upstream=aws.endpoint_url, passes=1)
         try:
             monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
             with pytest.raises(AwsError) as failed:

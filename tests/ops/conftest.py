@@ -7,19 +7,18 @@
 
 from __future__ import annotations
 
-import http.server
 import io
-import json
 import os
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+
 from kitebox.cli import main
+from tests.support.aws_faults import FaultyEndpoint
 
 KITEBOX = str(Path(sys.executable).with_name("kitebox"))
 BASE = "/vendors/buildkite"
@@ -67,33 +66,9 @@ def kitebox():
     return run
 
 
-class DenyingEndpoint:
+def DenyingEndpoint(code: str, message: str) -> FaultyEndpoint:  # noqa: N802 - kept as the tests name it
     """Answers every AWS JSON request with `code` (HTTP 400): KMS denials, access denials."""
-
-    def __init__(self, code: str, message: str):
-        payload = json.dumps({"__type": code, "message": message}).encode()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                self.send_response(400)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+    return FaultyEndpoint(code, message)
 
 
 @pytest.fixture

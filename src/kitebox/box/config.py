@@ -16,6 +16,7 @@ from typing import Mapping
 
 from kitebox.core.checks import Check
 from kitebox.errors import ConfigError
+from kitebox.settings import parse_flag
 
 DEFAULT_NETWORK = "kitebox-jobs"
 DEFAULT_INNER_BOOTSTRAP = "buildkite-agent bootstrap"
@@ -73,9 +74,9 @@ class BoxSettings:
             gid=gid,
             cpus=read("KITEBOX_CPUS", _cpus),
             memory=read("KITEBOX_MEMORY", _memory),
-            allow_docker_socket=read("KITEBOX_ALLOW_DOCKER_SOCKET", _flag, "false"),
+            allow_docker_socket=read("KITEBOX_ALLOW_DOCKER_SOCKET", parse_flag, "false"),
             network=read("KITEBOX_NETWORK", _network, DEFAULT_NETWORK),
-            network_internal=read("KITEBOX_NETWORK_INTERNAL", _flag, "false"),
+            network_internal=read("KITEBOX_NETWORK_INTERNAL", parse_flag, "false"),
             inner_bootstrap=read("KITEBOX_INNER_BOOTSTRAP", _argv, DEFAULT_INNER_BOOTSTRAP),
             run_dir=environ.get("KITEBOX_RUN_DIR", DEFAULT_RUN_DIR).rstrip("/") or "/",
             cap_add=read("KITEBOX_CAP_ADD", _capabilities),
@@ -93,15 +94,6 @@ def _proxy_mode(value: str) -> bool:
     if value not in ("required", "off"):
         raise ValueError("must be 'required' or 'off'")
     return value == "required"
-
-
-def _flag(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"{value!r} is not true or false")
 
 
 def _user(value: str) -> tuple[int, int]:
