@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from kitebox.box.network import bridge_name
 from tests.box.conftest import BASE
 from tests.box.test_concurrency import finish
 from tests.faults.leftovers import Scope, assert_nothing_left
+from tests.faults.proxy_process import ACCOUNT, ProxyProcess, docker, rss_kib
 
 pytestmark = pytest.mark.docker
 
@@ -94,7 +89,6 @@ class TestBoxedJobs:
 
 # -- the proxy, as its own process --------------------------------------------------------------------
 
-ACCOUNT = "123456789012"
 FETCHER = r"""
 import json, sys, time, urllib.request
 token = open("/run/kitebox/aws-token").read().strip()
@@ -121,107 +115,15 @@ print(json.dumps({"keys": sorted(keys), "errors": errors}))
 """
 
 
-def docker(*args: str, timeout: float = 120) -> str:
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"docker {args[0]}: {done.stderr.strip()[-1000:]}"
-    return done.stdout.strip()
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-class ProxyProcess:
-    """`kitebox proxy serve` on a fresh --internal network, STS from moto, audit to a file."""
-
-    def __init__(self, moto, image: str, root: Path):
-        self.image, self.root = image, root
-        self.network = f"kitebox-load-{secrets.token_hex(4)}"
-        for attempt in range(10):
-            self.subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(256)}.0/25"
-            done = subprocess.run(["docker", "network", "create", "--internal", "--subnet", self.subnet,
-                                   "-o", f"com.docker.network.bridge.name={bridge_name(self.network)}",
-                                   self.network], capture_output=True, text=True, timeout=60)
-            if done.returncode == 0:
-                break
-        else:
-            pytest.fail(f"could not create a test network: {done.stderr}")
-        self.bridge = bridge_name(self.network)
-        self.state, self.audit = root / "state", root / "audit.jsonl"
-        (root / "tokens").mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KITEBOX_", "BUILDKITE_"))}
-        env.update(moto.env())
-        self.log = open(root / "proxy.log", "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "kitebox", "proxy", "serve", "--network", self.network, "--imds-port", "0",
-             "--ecs-port", "0", "--state-dir", str(self.state), "--admin", "127.0.0.1:0", "--upstream", "none",
-             "--region", "eu-west-1", "--audit", str(self.audit)],
-            env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not (self.state / "proxy.sock").exists():
-            assert self.process.poll() is None and time.monotonic() < deadline, (root / "proxy.log").read_text()
-            time.sleep(0.05)
-        self.containers: list[str] = []
-        self.job_ids: set[str] = set()
-
-    def start_job(self, job_id: str, role: str, fetches: int) -> str:
-        from kitebox.core.roles import RoleSession, session_name
-        from kitebox.proxy import client
-        from tests.proxy.conftest import owner_labels
-
-        token = client.new_token()
-        token_file = self.root / "tokens" / job_id
-        token_file.write_text(token)
-        os.chmod(token_file, 0o444)
-        argv = ["run", "-d", "--network", self.network, "--user", "2000:2000",
-                "-v", f"{token_file}:/run/kitebox/aws-token:ro"]
-        for key, value in {**client.labels(job_id, role, token), **owner_labels()}.items():
-            argv += ["--label", f"{key}={value}"]
-        # the fetcher waits for /tmp/go, so every container is registered before any asks
-        script = "import os, time\nwhile not os.path.exists('/tmp/go'): time.sleep(0.05)\n" + FETCHER
-        container = docker(*argv, self.image, "python3", "-c", script, str(fetches))
-        self.containers.append(container)
-        self.job_ids.add(job_id)
-        address = docker("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{self.network}").IPAddress}}}}',
-                         container)
-        client.register(job_id, container, address, token, RoleSession(role, session_name(job_id)), wait=10.0,
-                        socket_path=self.state / "proxy.sock")
-        return container
-
-    def issued(self) -> dict[str, set[str]]:
-        found: dict[str, set[str]] = {}
-        for line in self.audit.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("event") == "kitebox.proxy.credentials" and record.get("outcome") == "issued":
-                found.setdefault(record["job"], set()).add(record["access_key_id"])
-        return found
-
-    def jobs_registered(self) -> int:
-        from kitebox.proxy import client
-
-        return client.call({"op": "ping"}, self.state / "proxy.sock")["jobs"]
-
-    def stop(self) -> None:
-        if self.containers:
-            subprocess.run(["docker", "rm", "-f", *self.containers], capture_output=True, timeout=120)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-        subprocess.run(["docker", "network", "rm", self.network], capture_output=True, timeout=60)
+# every container is registered before any of them asks
+WAIT_FOR_GO = "import os, time\nwhile not os.path.exists('/tmp/go'): time.sleep(0.05)\n"
 
 
 def proxy_round(proxy: ProxyProcess, round_: int, count: int, fetches: int) -> None:
     roles = {f"load-{round_}-{i}": f"arn:aws:iam::{ACCOUNT}:role/load-role-{round_}-{i}" for i in range(count)}
     with ThreadPoolExecutor(4) as pool:
-        containers = dict(zip(roles, pool.map(lambda item: proxy.start_job(item[0], item[1], fetches), roles.items())))
+        containers = dict(zip(roles, pool.map(
+            lambda item: proxy.start_job(item[0], item[1], [WAIT_FOR_GO + FETCHER, str(fetches)]), roles.items())))
     for container in containers.values():
         docker("exec", container, "touch", "/tmp/go")
     outputs = {}
