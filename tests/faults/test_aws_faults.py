@@ -10,12 +10,9 @@ tests/adapters/test_aws.py. These add the whole command, the kill, and the lefto
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import pytest
 from kitebox.core.slug import repo_slug
 from kitebox.keys import generate_ed25519
 from tests.faults.leftovers import Scope, assert_nothing_left
+from tests.support.aws_faults import FaultyEndpoint
 from tests.support.moto_server import FAKE_CREDENTIALS, LatencyProxy
 
 BASE = "/vendors/buildkite"
@@ -132,39 +130,6 @@ class TestMotoKilledMidFetch:
         assert_nothing_left(Scope(tmpdirs=[workdir]))
 
 
-class ThrottlingSsm:
-    """A loopback endpoint that answers every SSM call with ThrottlingException, counting them."""
-
-    def __init__(self):
-        self.requests = 0
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with outer._lock:
-                    outer.requests += 1
-                body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
-                self.send_response(400)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class TestSsmThrottlingEveryCall:
     """SSM throttles every call: attempts are bounded by KITEBOX_SSM_MAX_ATTEMPTS per namespace
     (3 namespaces), the job fails in one line naming the throttling, and leaves nothing."""
@@ -173,7 +138,7 @@ class TestSsmThrottlingEveryCall:
     @pytest.mark.parametrize("command", ["hook environment", "explain"])
     def test_bounded_attempts_and_one_line(self, workdir, command, attempts):
         """Exactly 3 × KITEBOX_SSM_MAX_ATTEMPTS calls, exit 95, one line, in bounded time."""
-        ssm = ThrottlingSsm()
+        ssm = FaultyEndpoint("ThrottlingException", "Rate exceeded")
         env = job_environ(ssm.url, workdir, KITEBOX_SSM_MAX_ATTEMPTS=str(attempts), KITEBOX_SSM_TIMEOUT="2")
         started = time.monotonic()
         try:
@@ -195,7 +160,7 @@ class TestRegionSetting:
                                            "AWS_REGION into AWS_DEFAULT_REGION when that is unset)")
     def test_aws_region_alone_reaches_ssm(self, workdir):
         """The operator sets AWS_REGION (as the README's settings table says): SSM is called."""
-        ssm = ThrottlingSsm()  # any answer will do: being asked at all proves the region was found
+        ssm = FaultyEndpoint("ThrottlingException")  # being asked at all proves the region was found
         env = job_environ(ssm.url, workdir, KITEBOX_SSM_MAX_ATTEMPTS="1")
         del env["AWS_DEFAULT_REGION"]
         try:
