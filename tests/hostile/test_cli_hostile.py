@@ -63,8 +63,6 @@ class TestAllowedJobWithHostileCreator:
         done = self._run(aws, "--json")
         assert json.loads(done.stdout)["allowed"] is True and unsafe_for_terminal(done.stdout) == []
 
-    @pytest.mark.xfail(strict=True, reason="BUG: explain's text prints BUILDKITE_BUILD_CREATOR raw, so an OSC 52 "
-                                           "escape writes the operator's clipboard (fix: repr() it in as_text)")
     def test_text_does_not_print_it_raw(self, aws):
         """`explain` (text) must not hand the author's escape sequence to the operator's terminal."""
         done = self._run(aws)

@@ -81,17 +81,11 @@ class TestEnvFileFuzz:
             return
         assert isinstance(parsed, dict) and all(isinstance(v, str) for v in parsed.values())
 
-    @pytest.mark.xfail(strict=True, raises=RecursionError,
-                       reason="BUG: deeply nested JSON raises RecursionError, not BadInputError (the CLI then "
-                              "says 'internal error'); fix: catch RecursionError in parse_env_json")
     def test_deeply_nested_json_is_bad_input(self):
         """A JSON env file nested 100 000 deep is refused as bad input."""
         with pytest.raises(BadInputError):
             parse_env_json("[" * 100_000 + "]" * 100_000)
 
-    @pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                       reason="latent: a str holding a lone surrogate outside U+DC80..U+DCFF crashes unquote_go; "
-                              "not reachable from a file read with surrogateescape (settings.job_variables)")
     def test_lone_surrogate_text_is_bad_input(self):
         """A lone surrogate in the text (not in the bytes read from a file) is refused, not a crash."""
         with pytest.raises(BadInputError):
@@ -175,16 +169,10 @@ class TestProxyRequestFuzz:
         b"GET /latest/meta-data/ HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n",
         b"GET /v1/credentials HTTP/1.1\r\nContent-Length: \xb3\xb9\r\n\r\n",
     ], ids=["superscript-two", "superscript-three-one"])
-    @pytest.mark.xfail(strict=True, raises=ValueError,
-                       reason="BUG: parse_request checks Content-Length with str.isdigit(), which takes "
-                              "latin-1 '²³¹', then int() raises; fix: require ASCII digits (re [0-9]+)")
     def test_content_length_superscript_is_400(self, raw):
         """A Content-Length of superscript digits is a 400, not an exception."""
         assert parse_request(raw).status == 400
 
-    @pytest.mark.xfail(strict=True, raises=ValueError,
-                       reason="BUG: handler._mint_token checks the TTL with str.isdigit(), which takes '²', then "
-                              "int() raises; fix: require ASCII digits")
     def test_token_ttl_superscript_is_400(self):
         """PUT /latest/api/token with a TTL of '²' is a 400, not an exception."""
         raw = b"PUT /latest/api/token HTTP/1.1\r\nx-aws-ec2-metadata-token-ttl-seconds: \xb2\r\n\r\n"
@@ -265,9 +253,6 @@ class TestServersSurviveHostileBytes:
             assert exchange(port, GOOD).startswith(b"HTTP/1.1 "), (name, endpoint)
         assert wrong == []
 
-    @pytest.mark.xfail(strict=True, reason="BUG: Content-Length '²' raises inside the server (parse_request / "
-                                           "BaseHTTPRequestHandler's int()): the connection closes with no answer "
-                                           "and a traceback is logged; fix: ASCII-digit check")
     def test_superscript_content_length_is_answered(self, server):
         """A Content-Length of '²' gets an HTTP answer like any other bad request."""
         _, running = server

@@ -8,7 +8,7 @@ Access to the pipeline). A denial anywhere fails the job.
 
 from __future__ import annotations
 
-from kitebox.core.checks import Check, list_entries
+from kitebox.core.checks import Check, list_entries, shown
 from kitebox.core.identity import JobIdentity
 
 
@@ -35,7 +35,7 @@ def check_allowed_teams(node: str, value: str, parameter_type: str, job: JobIden
         return Check(node, "allowed_teams", True, f"team {matched[0]!r} is listed")
     if not job.creator_teams and not job.unblocker_teams and job.source == "schedule":
         return Check(node, "allowed_teams", True, "scheduled build with no teams: passes (seed rule)")
-    teams = ", ".join(job.teams) if job.teams else "no teams"
+    teams = ", ".join(map(shown, job.teams)) if job.teams else "no teams"
     return Check(
         node,
         "allowed_teams",

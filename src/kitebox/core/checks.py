@@ -19,6 +19,13 @@ class Check:
         return f"kitebox refused this job: {self.message} [rule {self.rule} at {self.node}]"
 
 
+def shown(value: str) -> str:
+    """An author-controlled string as it may reach a terminal or a Buildkite log: as it is when
+    every character is printable, else quoted with escapes (no ANSI/OSC sequence, carriage
+    return, bell or bidi override gets through raw)."""
+    return value if value.isprintable() else repr(value)
+
+
 def list_entries(value: str, parameter_type: str = "String") -> tuple[str, ...]:
     """Entries of a list node: one per line (the seed), or comma-separated for a StringList."""
     text = value.replace(",", "\n") if parameter_type == "StringList" else value

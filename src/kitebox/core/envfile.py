@@ -24,7 +24,10 @@ def unquote_go(body: str) -> str:
     while i < len(body):
         char = body[i]
         if char != "\\":
-            out += char.encode("utf-8", "surrogateescape")
+            try:
+                out += char.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raise BadInputError("env file: text holds a lone surrogate, not a character") from None
             i += 1
             continue
         kind = body[i + 1] if i + 1 < len(body) else ""
@@ -66,6 +69,8 @@ def parse_env_json(text: str) -> dict[str, str]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise BadInputError(f"env JSON file is not JSON (line {error.lineno})") from None
+    except RecursionError:
+        raise BadInputError("env JSON file is nested too deeply to be an env file") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise BadInputError("env JSON file is not an object of strings")
     return data

@@ -3,6 +3,7 @@ or as one JSON object. Never a value: variables show the parameter they come fro
 
 from __future__ import annotations
 
+from kitebox.core.checks import shown
 from kitebox.core.decision import Decision
 from kitebox.core.references import SecretsManagerRef
 from kitebox.core.roles import ROLE_VARIABLE, choose_role
@@ -51,9 +52,10 @@ def _where(repo: str) -> str:
 def as_text(decision: Decision, requested_role: str = "") -> str:
     job = decision.identity
     lines = [
-        f"kitebox explain: pipeline {job.pipeline_slug!r}, build {job.build_number or '?'}, "
-        f"job {job.job_id or '?'}",
-        f"  created by   {job.creator or '?'}; teams: {', '.join(job.teams) or 'none'}; source {job.source or '?'}",
+        f"kitebox explain: pipeline {job.pipeline_slug!r}, build {shown(job.build_number) or '?'}, "
+        f"job {shown(job.job_id) or '?'}",
+        f"  created by   {shown(job.creator) or '?'}; teams: {', '.join(map(shown, job.teams)) or 'none'}; "
+        f"source {shown(job.source) or '?'}",
         f"  repository   {_where(job.repo)}",
         f"  branch       {job.branch!r}" + (f"; queue {job.queue!r}" if job.queue else ""),
         "",

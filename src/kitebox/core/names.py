@@ -23,8 +23,9 @@ GLOBAL = "global"
 RESERVED_SLUGS = frozenset({GLOBAL})
 DEFAULT_BASE_PATH = "/vendors/buildkite"
 
-# Buildkite pipeline slugs are lower-case letters, digits and '-'; '_' is allowed for older ones.
-_PIPELINE_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+# Buildkite pipeline slugs are lower-case letters, digits and '-'. No '_': every repo slug holds
+# one (`<host>_<path>`), so a pipeline namespace can never be read as some repository's.
+_PIPELINE_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 _SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BASE_PATH = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
 
@@ -100,7 +101,7 @@ def check_pipeline_slug(slug: str) -> str:
         )
     if not _PIPELINE_SLUG.fullmatch(slug):
         raise BadInputError(
-            "BUILDKITE_PIPELINE_SLUG is not a pipeline slug (lower-case letters, digits, '-', '_')"
+            "BUILDKITE_PIPELINE_SLUG is not a pipeline slug (lower-case letters, digits and '-')"
         )
     return slug
 

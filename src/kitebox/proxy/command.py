@@ -47,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from kitebox.proxy.daemon import Proxy, ProxyConfig
 
     host, _, port = args.admin.rpartition(":")
-    if not port.isdigit():
+    if not (port.isascii() and port.isdigit()):
         raise ConfigError(f"--admin {args.admin!r} is not host:port")
     config = ProxyConfig(
         job_network=args.network, imds_port=args.imds_port, ecs_port=args.ecs_port, state_dir=args.state_dir,

@@ -158,7 +158,8 @@ def _with_region_paths(config: HandlerConfig) -> HandlerConfig:
 
 def _mint_token(request: Request, view: RegistryView, clock: Callable[[], float], config: HandlerConfig) -> Response:
     raw = request.header(TOKEN_TTL_HEADER)
-    if raw is None or not raw.strip().isdigit() or not 1 <= int(raw.strip()) <= MAX_TOKEN_TTL:
+    # isascii() too: str.isdigit() also takes '²', which int() then refuses.
+    if raw is None or not _digits(raw.strip()) or not 1 <= int(raw.strip()) <= MAX_TOKEN_TTL:
         # 400, not 403/404: botocore falls back to IMDSv1 on those, and gives up on 400.
         return _text(400, "Bad Request: x-aws-ec2-metadata-token-ttl-seconds must be 1..21600")
     job = view.job_at(request.source)
@@ -202,7 +203,7 @@ def _signed_payload(token: str, key: bytes) -> tuple[int, str] | None:
     if prefix != "kbx1" or not hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):
         return None
     expires, _, binding = payload.decode("ascii", "replace").partition(".")
-    return (int(expires), binding) if expires.isdigit() else None
+    return (int(expires), binding) if _digits(expires) else None
 
 
 def _b64(data: bytes) -> str:
@@ -304,3 +305,8 @@ def _json(status: int, document: dict, kind: str) -> Response:
 def _error(status: int, code: str, message: str) -> Response:
     kind = "credentials-error" if status == 500 else "refused"
     return _json(status, {"code": code, "message": message}, kind)
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only (str.isdigit() also takes '²' and '٣', which int() refuses or misreads)."""
+    return text.isascii() and text.isdigit()

@@ -307,7 +307,7 @@ def parse_request(buffer: bytes):
     if "chunked" in found.get("transfer-encoding", "").lower():
         return Response(400, b"Bad Request: chunked bodies are not accepted")
     length_text = found.get("content-length", "0")
-    if not length_text.isdigit() or int(length_text) > MAX_BODY_BYTES:
+    if not (length_text.isascii() and length_text.isdigit()) or int(length_text) > MAX_BODY_BYTES:
         return Response(400, b"Bad Request")
     length = int(length_text)
     if len(buffer) < end + 4 + length:
@@ -371,7 +371,7 @@ class _ThreadedHandler(http.server.BaseHTTPRequestHandler):
 
     def _any(self) -> None:
         length = self.headers.get("Content-Length", "0")
-        if length.isdigit() and int(length) <= MAX_BODY_BYTES:
+        if length.isascii() and length.isdigit() and int(length) <= MAX_BODY_BYTES:
             self.rfile.read(int(length))
         headers = tuple((k.lower(), v.strip()) for k, v in self.headers.items())
         request = Request(self.server.endpoint, self.command, self.path, headers, self.client_address[0])
