@@ -185,14 +185,16 @@ def from_results(bench: Benchmark, results: Path) -> dict:
 
 
 def row(benchmark, metric, unit, kitebox, baseline, baseline_name, better) -> dict:
-    """`advantage` is how many times better kitebox is (>1: kitebox wins), whichever way is better."""
+    """`advantage` is how many times better kitebox is (>1: kitebox wins), whichever way is better.
+    Ratios come from the figures as measured; the figures are rounded for showing only."""
     ratio = kitebox / baseline if kitebox and baseline else None
     advantage = None
     if ratio:
         advantage = ratio if better == "higher" else 1 / ratio
-    return {"benchmark": benchmark, "metric": metric, "unit": unit, "kitebox": kitebox, "baseline": baseline,
-            "baseline_name": baseline_name, "ratio": round(ratio, 3) if ratio else None, "better": better,
-            "advantage": round(advantage, 2) if advantage else None}
+    shown = (lambda v: round(v, 1 if abs(v) >= 10 else 3)) if unit != "req/s" else (lambda v: round(v))
+    return {"benchmark": benchmark, "metric": metric, "unit": unit, "kitebox": shown(kitebox),
+            "baseline": shown(baseline), "baseline_name": baseline_name, "ratio": round(ratio, 3) if ratio else None,
+            "better": better, "advantage": round(advantage, 2) if advantage else None}
 
 
 def ssm_rows(data: list[dict]) -> list[dict]:
@@ -228,10 +230,9 @@ def proxy_rows(data: dict) -> list[dict]:
         row("proxy", f"req/s, {k['clients']} keep-alive clients ({name})", "req/s", k["rps"], m["rps"], base, "higher"),
         row("proxy", "p50 latency", "ms", k["p50_ms"], m["p50_ms"], base, "lower"),
         row("proxy", "p99 latency", "ms", k["p99_ms"], m["p99_ms"], base, "lower"),
-        row("proxy", "RSS after the run", "MiB", round(k["rss_kib"] / 1024, 1), round(m["rss_kib"] / 1024, 1),
-            base, "lower"),
-        row("proxy", "cold first request (new job, new role)", "ms", round(k["cold_first_request"]["ms"], 1),
-            round(m["cold_first_request"]["ms"], 1), base, "lower"),
+        row("proxy", "RSS after the run", "MiB", k["rss_kib"] / 1024, m["rss_kib"] / 1024, base, "lower"),
+        row("proxy", "cold first request (new job, new role)", "ms", k["cold_first_request"]["ms"],
+            m["cold_first_request"]["ms"], base, "lower"),
     ]
 
 
@@ -241,7 +242,7 @@ ROWS = {"ssm_fetch": ssm_rows, "job_start": job_rows, "proxy": proxy_rows}
 def fmt(value) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) and value >= 1000:
+    if isinstance(value, (int, float)) and value >= 1000:
         return f"{value:,.0f}"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -253,10 +254,12 @@ def table(rows: list[dict], runs: dict, titles: dict) -> str:
         unit = f" {r['unit']}"
         if r["advantage"] is None:
             verdict = "-"
-        else:
+        elif r["advantage"] >= 1:
             word = "faster" if r["unit"] == "ms" else ("more" if r["better"] == "higher" else "smaller")
-            verdict = f"{r['advantage']:.2f}× {word}" if r["advantage"] >= 1 else \
-                f"{1 / r['advantage']:.2f}× {'slower' if r['unit'] == 'ms' else 'worse'}"
+            verdict = f"{r['advantage']:.2f}× {word}"
+        else:  # the ratio itself says how much slower (or bigger, or fewer)
+            worse = r["ratio"] if r["better"] == "lower" else 1 / r["ratio"]
+            verdict = f"{worse:.2f}× {'slower' if r['unit'] == 'ms' else 'worse'}"
         body.append((r["benchmark"], r["metric"], fmt(r["kitebox"]) + unit, fmt(r["baseline"]) + unit,
                      r["baseline_name"], fmt(r["ratio"]), verdict))
     for name, run in runs.items():
