@@ -158,7 +158,7 @@ def draw(summary: dict, data: dict, path: Path) -> None:
     machine = summary["machine"]
     fig.suptitle(f"kitebox vs its baselines, side by side in one run — {summary['generated_at'][:10]}, "
                  f"{machine['cpus']} cores, {summary['mode']} mode", fontsize=13, fontweight="bold")
-    fig.text(0.5, 0.005, f"`{summary['command']}` · benchmarks/results/summary.json has every figure; "
+    fig.text(0.5, 0.005, f"`{summary['command']}` · summary.json next to this chart has every figure; "
              "moto over HTTP stands in for AWS (SSM, STS +50 ms)", ha="center", fontsize=8.5, color="#444")
     fig.tight_layout(rect=(0, 0.02, 1, 0.96))
     fig.savefig(path, dpi=110)
