@@ -23,6 +23,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from kitebox.demo.processes import terminate
+
 __all__ = ["GitSshServer", "SshAgent", "generate_ed25519", "SSHD_PATH"]
 
 SSHD_PATH = "/usr/sbin/sshd"
@@ -219,13 +221,7 @@ MaxSessions 50
         return False
 
     def _kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        terminate(self._proc)
 
     def stop(self) -> None:
         """Kill sshd and delete the temp dir (repos, keys, logs)."""
@@ -391,13 +387,7 @@ class SshAgent:
 
     def stop(self) -> None:
         """Kill the agent and remove its directory."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        terminate(self._proc)
         self._proc = None
         if self._tmp is not None:
             self._tmp.cleanup()

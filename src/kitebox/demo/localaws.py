@@ -24,6 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from kitebox.demo.processes import terminate
+
 __all__ = ["FAKE_CREDENTIALS", "LatencyProxy", "MotoServer", "free_port"]
 
 LOOPBACK = "127.0.0.1"
@@ -130,15 +132,7 @@ class MotoServer:
             self._proc.wait()
 
     def _terminate(self, timeout: float = 10.0) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        terminate(self._proc, timeout)
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
