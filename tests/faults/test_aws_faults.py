@@ -154,10 +154,6 @@ class TestSsmThrottlingEveryCall:
 
 
 class TestRegionSetting:
-    @pytest.mark.xfail(strict=True, reason="BUG: botocore reads AWS_DEFAULT_REGION, not AWS_REGION; with only "
-                                           "AWS_REGION set kitebox fails 'no AWS region: set AWS_REGION', though "
-                                           "the README documents AWS_REGION (fix: settings.aws_environment copies "
-                                           "AWS_REGION into AWS_DEFAULT_REGION when that is unset)")
     def test_aws_region_alone_reaches_ssm(self, workdir):
         """The operator sets AWS_REGION (as the README's settings table says): SSM is called."""
         ssm = FaultyEndpoint("ThrottlingException")  # being asked at all proves the region was found

@@ -9,6 +9,7 @@ AWS_REGION), so a local moto server works unchanged.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, Sequence
@@ -47,7 +48,11 @@ def client_config(max_attempts: int, timeout: float) -> botocore.config.Config:
 def new_client(service: str, config: botocore.config.Config):
     """A botocore client: boto3 would only add an import of s3transfer (~60 ms of every job's
     start-up) around the same call."""
-    return botocore.session.get_session().create_client(service, config=config)
+    session = botocore.session.get_session()
+    # botocore reads AWS_DEFAULT_REGION (and the config file) but not AWS_REGION, the standard
+    # variable the other SDKs and kitebox's README use.
+    region = session.get_config_variable("region") or os.environ.get("AWS_REGION") or None
+    return session.create_client(service, region_name=region, config=config)
 
 
 def describe_error(error: Exception) -> str:
