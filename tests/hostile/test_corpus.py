@@ -339,3 +339,29 @@ def test_corpus_covers_every_category():
     assert any(unicodedata.category(c) == "Cf" for v in everything for c in v)  # bidi, zero-width
     assert any(not c.isascii() and c.isalpha() for v in everything for c in v)  # confusables
     assert any(corpus.PASSWORD in v for v in everything) and any("$(" in v for v in everything)
+
+
+# -- list nodes a namespace writer fills -------------------------------------------------------------
+
+
+class TestListNodes:
+    @pytest.mark.parametrize("rule", ["allowed_pipelines", "allowed_teams", "allowed_branches", "repository"])
+    def test_entries_never_reach_the_terminal_raw(self, rule, tmp_path):
+        """An ACL or admission node holding an escape sequence: explain and the refusal line show
+        at most a count or a repr() of it, never the raw escape."""
+        parameters = base_parameters() | {f"{BASE}/{PIPELINE}/{rule}": f"{corpus.OSC_TITLE}\nother"}
+        outcome = Outcome(base_job(), parameters, tmp_path)
+        assert outcome.error is None and not outcome.decision.allowed
+        assert_terminal_safe(outcome)
+
+    @pytest.mark.xfail(strict=True, raises=AssertionError,
+                       reason="BUG: explain prints each allowed_roles entry raw ('allowed: <entry> from <node>'); "
+                              "a namespace writer's escape sequence there reaches the operator's terminal "
+                              "(fix: checks.shown() on the entry in explain.as_text)")
+    def test_allowed_roles_entries_never_reach_the_terminal_raw(self, tmp_path):
+        """An allowed_roles entry holding an OSC sequence is shown escaped by explain."""
+        parameters = base_parameters() | {
+            f"{BASE}/{PIPELINE}/allowed_roles": f"arn:aws:iam::123456789012:role/x{corpus.OSC_TITLE}"}
+        outcome = Outcome(base_job(), parameters, tmp_path)
+        assert outcome.error is None
+        assert_terminal_safe(outcome)
