@@ -6,7 +6,7 @@
 For every entry: a clear refusal or BadInputError-family error, never another exception; no secret
 value (nor a repository password) in any output; nothing evaluated by the shell; and no raw
 terminal control character printed by `explain` or in a refusal line. Where kitebox prints an
-author-controlled string raw, the case is a strict xfail naming the bug (see the report).
+author-controlled string raw, the case fails (every such bug found so far is fixed).
 """
 
 from __future__ import annotations
@@ -354,10 +354,6 @@ class TestListNodes:
         assert outcome.error is None and not outcome.decision.allowed
         assert_terminal_safe(outcome)
 
-    @pytest.mark.xfail(strict=True, raises=AssertionError,
-                       reason="BUG: explain prints each allowed_roles entry raw ('allowed: <entry> from <node>'); "
-                              "a namespace writer's escape sequence there reaches the operator's terminal "
-                              "(fix: checks.shown() on the entry in explain.as_text)")
     def test_allowed_roles_entries_never_reach_the_terminal_raw(self, tmp_path):
         """An allowed_roles entry holding an OSC sequence is shown escaped by explain."""
         parameters = base_parameters() | {

@@ -89,10 +89,10 @@ def as_text(decision: Decision, requested_role: str = "") -> str:
         lines.append(f"  {purpose:<6} ({use}): {key.parameter if key else 'none'}")
     arn, role_check = choose_role(requested_role, decision.roles)
     lines += ["", f"AWS role (the step's {ROLE_VARIABLE}; served by the kitebox proxy)"]
-    lines.append(f"  {OK if role_check.passed else NO} {arn or 'no credentials'}: {role_check.message}")
+    lines.append(f"  {OK if role_check.passed else NO} {shown(arn or 'no credentials')}: {shown(role_check.message)}")
     if not role_check.passed:
         lines.append(f"      {role_check.line()}")
-    lines += [f"  allowed: {allowed}  from {node}" for allowed, node in decision.roles]
+    lines += [f"  allowed: {shown(allowed)}  from {node}" for allowed, node in decision.roles]
     if decision.ignored:
         lines += ["", "Ignored"]
         lines += [f"  {parameter}: {why}" for parameter, why in decision.ignored]
