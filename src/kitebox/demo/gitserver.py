@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kitebox.demo.processes import terminate
+from kitebox.demo.processes import terminate, wait_until_answers
 
 __all__ = ["GitSshServer", "SshAgent", "generate_ed25519", "SSHD_PATH"]
 
@@ -206,19 +206,12 @@ MaxSessions 50
 """
 
     def _wait_until_up(self) -> bool:
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection((self.host, self.port), timeout=2) as sock:
-                    if sock.recv(64).startswith(b"SSH-"):
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        return False
+        def banner() -> bool:
+            with socket.create_connection((self.host, self.port), timeout=2) as sock:
+                return sock.recv(64).startswith(b"SSH-")
+
+        assert self._proc is not None
+        return wait_until_answers(self._proc, banner, self._start_timeout)
 
     def _kill(self) -> None:
         terminate(self._proc)

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from kitebox.demo.processes import terminate
+from kitebox.demo.processes import terminate, wait_until_answers
 
 __all__ = ["FAKE_CREDENTIALS", "LatencyProxy", "MotoServer", "free_port"]
 
@@ -103,20 +103,17 @@ class MotoServer:
         raise RuntimeError(f"moto server did not start on {self.host}:{self.port}:\n{self.log_text()}")
 
     def _wait_until_up(self) -> bool:
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                return False
+        def answers() -> bool:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
             try:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
                 conn.request("GET", "/", headers={"Connection": "close"})
                 conn.getresponse().read()
-                conn.close()
                 return True
-            except OSError:
-                time.sleep(0.05)
-        return False
+            finally:
+                conn.close()
+
+        assert self._proc is not None
+        return wait_until_answers(self._proc, answers, self._start_timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``) and remove its log."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import time
+from typing import Callable
 
 
 def terminate(process: subprocess.Popen | None, timeout: float = 5.0) -> None:
@@ -15,3 +17,19 @@ def terminate(process: subprocess.Popen | None, timeout: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def wait_until_answers(process: subprocess.Popen, probe: Callable[[], bool], timeout: float) -> bool:
+    """Poll `probe` (an OSError counts as "not yet") until it is true, the process exits, or
+    `timeout` seconds pass; True only when the server answered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if probe():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
