@@ -45,13 +45,13 @@ def client_config(max_attempts: int, timeout: float) -> botocore.config.Config:
     )
 
 
-def new_client(service: str, config: botocore.config.Config):
-    """A botocore client: boto3 would only add an import of s3transfer (~60 ms of every job's
-    start-up) around the same call."""
+def new_client(service: str, config: botocore.config.Config, region: str | None = None):
+    """A botocore client, for every AWS client kitebox makes: boto3 would only add an import of
+    s3transfer (~60 ms of every job's start-up) around the same call."""
     session = botocore.session.get_session()
     # botocore reads AWS_DEFAULT_REGION (and the config file) but not AWS_REGION, the standard
     # variable the other SDKs and kitebox's README use.
-    region = session.get_config_variable("region") or os.environ.get("AWS_REGION") or None
+    region = region or session.get_config_variable("region") or os.environ.get("AWS_REGION") or None
     return session.create_client(service, region_name=region, config=config)
 
 

@@ -15,10 +15,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import botocore.exceptions
 
-from kitebox.adapters.aws import client_config, describe_error
+from kitebox.adapters.aws import client_config, describe_error, new_client
 from kitebox.core.names import DEFAULT_BASE_PATH, GLOBAL, Kind, check_base_path, check_pipeline_slug
 from kitebox.core.slug import repo_slug
 from kitebox.errors import AwsError, BadInputError, ConfigError
@@ -99,8 +98,7 @@ def check_region(region: str) -> str:
 def client(service: str, region: str | None = None):
     """A botocore client with bounded retries; region from the argument, else the environment."""
     try:
-        session = boto3.session.Session()
-        made = session.client(service, region_name=region, config=client_config(MAX_ATTEMPTS, TIMEOUT_SECONDS))
+        made = new_client(service, client_config(MAX_ATTEMPTS, TIMEOUT_SECONDS), region)
     except botocore.exceptions.BotoCoreError as error:
         raise AwsError(f"{service} client: {describe_error(error)}") from None
     return made

@@ -41,7 +41,7 @@ class Sts(Protocol):
 
 
 class BotoSts:
-    """STS through boto3. Endpoint and region come from the proxy's own environment
+    """STS through botocore. Endpoint and region come from the proxy's own environment
     (AWS_ENDPOINT_URL points at moto in tests). `web_identity_dir`: optional mode where each
     job's Buildkite OIDC token is read from `<dir>/<job id>.jwt` (written by box mode, root-only)
     and exchanged with AssumeRoleWithWebIdentity, so the role's trust policy pins the pipeline
@@ -55,12 +55,10 @@ class BotoSts:
     @classmethod
     def create(cls, timeout: float = 5.0, max_attempts: int = 3, web_identity_dir: Path | None = None,
                region: str | None = None) -> "BotoSts":
-        import boto3
-
-        from kitebox.adapters.aws import client_config
+        from kitebox.adapters.aws import client_config, new_client
 
         # A region gives the regional STS endpoint (lower latency, no dependency on us-east-1).
-        client = boto3.session.Session().client("sts", region_name=region, config=client_config(max_attempts, timeout))
+        client = new_client("sts", client_config(max_attempts, timeout), region)
         return cls(client, web_identity_dir)
 
     def assume(self, session: RoleSession, job_id: str, duration: int) -> Credentials:
